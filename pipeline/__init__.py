@@ -1,0 +1,1 @@
+"""lineage: a reproducible artifact-lineage pipeline for ML research, without DVC."""

@@ -1,0 +1,208 @@
+"""The command line: parses, composes, plans, runs, and prints (the only module that prints)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PipelineError, StageFailed, UsageError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line and exit code 2, as for any bad input
+        raise UsageError(f"{message} (see `python -m pipeline {self.prog.split()[-1]} --help`)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m pipeline", description=__doc__)
+    parser.add_argument(
+        "--workspace",
+        type=Path,
+        default=Path("."),
+        help="folder holding the lock, .pipeline/ and outputs/ (default: .)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="bring STAGE up to date, running what is stale")
+    run.add_argument(
+        "args",
+        nargs="*",
+        metavar="[STAGE] [STAGE.KEY=VALUE ...]",
+        help="target stage (default: the last stages) and sticky config overrides",
+    )
+    run.add_argument("--force", action="store_true", help="rerun STAGE even if fresh")
+    run.add_argument(
+        "--only",
+        action="store_true",
+        help="run just STAGE on the inputs the lock pins; run nothing upstream",
+    )
+    run.add_argument(
+        "--use",
+        action="append",
+        default=[],
+        metavar="NAME:VER",
+        help="pin an input artifact to a version or alias, e.g. model:v0",
+    )
+    run.add_argument(
+        "--reset",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="drop the overrides recorded for STAGE",
+    )
+    run.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    run.add_argument("--json", action="store_true", help="print a JSON document (see README)")
+    status = sub.add_parser("status", help="say which stages are fresh, stale or never ran")
+    status.add_argument("stage", nargs="?", help="only this stage and its upstream")
+    status.add_argument("--json", action="store_true", help="print a JSON document (see README)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    try:
+        args = _parser().parse_args(argv)
+        return _run(args) if args.command == "run" else _status(args)
+    except StageFailed as exc:
+        if exc.__cause__ is not None and not isinstance(exc.__cause__, PipelineError):
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished stages are kept in the store and the lock", file=sys.stderr)
+        return 130
+
+
+def _stage_and_overrides(args: list[str]) -> tuple[str | None, list[str]]:
+    if args and "=" not in args[0] and "." not in args[0]:
+        return args[0], args[1:]
+    return None, args
+
+
+def _load(workspace: Path, argv_overrides: list[str], reset: list[str]) -> Any:
+    import stages
+    from pipeline import compose, runner
+
+    if not workspace.is_dir():
+        raise UsageError(f"workspace `{workspace}` is not a folder; create it or pass another")
+    names = [s.name for s in stages.STAGES]
+    overrides = compose.split_overrides(argv_overrides, names)
+    for name in reset:
+        if name.replace("-", "_") not in names:
+            raise UsageError(f"`--reset {name}`: no such stage; stages are {', '.join(names)}")
+    project = runner.load(
+        workspace.resolve(), stages.STAGES, overrides, [r.replace("-", "_") for r in reset]
+    )
+    return project, overrides
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline import graph
+    from pipeline.plan import Options
+    from pipeline.runner import execute
+
+    stage, overrides_argv = _stage_and_overrides(args.args)
+    project, overrides = _load(args.workspace, overrides_argv, args.reset)
+    targets = [graph.check_stage(project.graph, stage)] if stage else graph.sinks(project.graph)
+    in_scope = targets if args.only else graph.order(project.graph, targets)
+    for name in overrides:
+        if name not in in_scope:
+            raise UsageError(
+                f"overrides for `{name}` given, but this command does not run `{name}`; "
+                f"use `python -m pipeline run {name} ...`"
+            )
+    options = Options(
+        force=frozenset(targets) if args.force else frozenset(),
+        only=args.only,
+        use=dict(_parse_use(u) for u in args.use),
+    )
+    steps = project.plan(targets, options)
+    if args.dry_run:
+        _print_steps(steps, args.json, planned=True)
+        return EXIT_OK
+    started: dict[str, float] = {}
+
+    def report(event: str, step: Any) -> None:
+        if args.json:
+            return
+        if event == "start":
+            started[step.stage] = time.perf_counter()
+            print(f"{step.stage}: run ({'; '.join(step.reasons)})", flush=True)
+        elif step.action == "run":
+            secs = time.perf_counter() - started[step.stage]
+            made = ", ".join(f"{p.name} {p.version}" for p in step.outputs.values())
+            print(f"{step.stage}: done in {secs:.1f} s -> {made}", flush=True)
+        else:
+            print(_line(step), flush=True)
+
+    done = execute(project, steps, options, report)
+    if args.json:
+        _print_steps(done, True, planned=False)
+    elif all(s.action != "run" for s in done):
+        print(f"all {len(done)} stages are fresh; nothing to run")
+    return EXIT_OK
+
+
+def _parse_use(text: str) -> tuple[str, str]:
+    name, sep, ref = text.partition(":")
+    if not sep or not name or not ref:
+        raise UsageError(f"`--use {text}` should be NAME:VERSION, e.g. `--use model:v0`")
+    return name, ref
+
+
+def _line(step: Any) -> str:
+    made = ", ".join(f"{p.name} {p.version}" for p in step.outputs.values())
+    why = f" ({'; '.join(step.reasons)})" if step.reasons else ""
+    verb = {"reuse": "fresh" if not step.reasons else "reuse", "pin": "pinned", "run": "run"}
+    return f"{step.stage}: {verb[step.action]}{why}" + (f" -> {made}" if made else "")
+
+
+def _step_json(step: Any) -> dict[str, Any]:
+    return {
+        "stage": step.stage,
+        "action": step.action,
+        "reasons": list(step.reasons),
+        "outputs": {
+            k: {"name": p.name, "version": p.version, "digest": p.digest}
+            for k, p in sorted(step.outputs.items())
+        },
+    }
+
+
+def _print_steps(steps: Sequence[Any], as_json: bool, planned: bool) -> None:
+    if as_json:
+        print(json.dumps({"steps": [_step_json(s) for s in steps]}, indent=2, sort_keys=True))
+        return
+    for step in steps:
+        print(_line(step))
+    if planned:
+        print(f"dry run: {sum(s.action == 'run' for s in steps)} of {len(steps)} stages would run")
+
+
+def _status(args: argparse.Namespace) -> int:
+    from pipeline import graph
+
+    project, _ = _load(args.workspace, [], [])
+    targets = [graph.check_stage(project.graph, args.stage)] if args.stage else list(project.graph)
+    steps = project.plan(targets)
+    if args.json:
+        doc = {"stages": {s.stage: {"state": s.state, "reasons": list(s.reasons)} for s in steps}}
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return EXIT_OK
+    width = max(len(s.stage) for s in steps)
+    for step in steps:
+        reasons = "".join(f"\n{'':{width + 2}}- {r}" for r in step.reasons)
+        versions = ", ".join(f"{p.name} {p.version}" for p in step.outputs.values())
+        shown = f"  ({versions})" if versions and step.state == "fresh" else ""
+        print(f"{step.stage:{width}}  {step.state}{shown}{reasons}")
+    return EXIT_OK

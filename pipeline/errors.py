@@ -1,0 +1,44 @@
+"""The error hierarchy: one root, each kind also a matching builtin, each with its exit code."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class PipelineError(Exception):
+    """Root of every error this tool reports to a user as one line."""
+
+    exit_code = 2
+
+
+class UsageError(PipelineError, ValueError):
+    """A command line that names something unknown or combines options badly."""
+
+
+class ConfigError(PipelineError, ValueError):
+    """A stage config or override that cannot be composed."""
+
+
+class GraphError(PipelineError, ValueError):
+    """Stage specs that do not form a valid DAG."""
+
+
+class LockError(PipelineError, ValueError):
+    """A lock file that cannot be read or does not match its schema."""
+
+
+class StoreError(PipelineError, RuntimeError):
+    """An artifact store that is missing, corrupt or asked for something absent."""
+
+
+class StageFailed(PipelineError, RuntimeError):
+    """A stage's task raised; its outputs were discarded."""
+
+    exit_code = 1
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """A ``"; did you mean `x`?"`` suffix for the closest choice, or ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean `{close[0]}`?" if close else ""

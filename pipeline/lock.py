@@ -1,0 +1,208 @@
+"""`dvc_free_lock.yaml`: what each stage resolved, written deterministically, validated on load."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import LockError
+
+LOCK_NAME = "dvc_free_lock.yaml"
+SCHEMA = 1
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Dumper(_BaseDumper):  # type: ignore[misc, valid-type]
+    """Plain YAML: repeated values are written out, never as anchors and aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class InputPin:
+    """An artifact version a stage used."""
+
+    name: str
+    version: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class OutputPin:
+    """An artifact version a stage logged."""
+
+    name: str
+    type: str
+    version: str
+    digest: str
+    size: int
+    files: int
+
+
+@dataclass(frozen=True)
+class StageLock:
+    """One stage's block: everything its last successful run resolved."""
+
+    fingerprint: str
+    code_digest: str
+    code: Mapping[str, str]
+    config: Mapping[str, Any]
+    overrides: tuple[str, ...] = ()
+    inputs: Mapping[str, InputPin] = field(default_factory=dict)
+    outputs: Mapping[str, OutputPin] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Lock:
+    """The whole lock: stage name to block."""
+
+    stages: Mapping[str, StageLock] = field(default_factory=dict)
+
+    def with_stage(self, name: str, entry: StageLock) -> Lock:
+        """A copy with one stage's block replaced."""
+        return replace(self, stages={**self.stages, name: entry})
+
+    def without_stage(self, name: str) -> Lock:
+        """A copy with one stage's block removed."""
+        return replace(self, stages={k: v for k, v in self.stages.items() if k != name})
+
+
+def to_dict(lock: Lock) -> dict[str, Any]:
+    """Plain data for the YAML document."""
+    stages = {}
+    for name, s in lock.stages.items():
+        stages[name] = {
+            "fingerprint": s.fingerprint,
+            "code": {"digest": s.code_digest, "files": dict(s.code)},
+            "config": dict(s.config),
+            "overrides": list(s.overrides),
+            "inputs": {k: vars(v) for k, v in s.inputs.items()},
+            "outputs": {k: vars(v) for k, v in s.outputs.items()},
+            "metrics": dict(s.metrics),
+        }
+    return {"schema": SCHEMA, "stages": stages}
+
+
+def dumps(lock: Lock) -> str:
+    """The lock as YAML text: sorted keys, block style, stable floats."""
+    return yaml.dump(to_dict(lock), Dumper=_Dumper, sort_keys=True, default_flow_style=False)
+
+
+def write(path: Path, lock: Lock) -> bool:
+    """Write atomically, only if the text changed; return whether it was written."""
+    text = dumps(lock)
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return False
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def read(path: Path) -> Lock:
+    """Load and validate; a missing file is an empty lock."""
+    if not path.exists():
+        return Lock()
+    return loads(path.read_text(encoding="utf-8"), source=str(path.name))
+
+
+# Expected shape of one stage block: a type, or a nested shape for mappings,
+# or ``(shape,)`` for "a mapping from any name to this shape".
+_PIN = {"name": str, "version": str, "digest": str}
+_OUT = {**_PIN, "type": str, "size": int, "files": int}
+_STAGE = {
+    "fingerprint": str,
+    "code": {"digest": str, "files": (str,)},
+    "config": dict,
+    "overrides": list,
+    "inputs": (_PIN,),
+    "outputs": (_OUT,),
+    "metrics": dict,
+}
+
+
+def loads(text: str, source: str = LOCK_NAME) -> Lock:
+    """Parse and validate lock text; errors name the file and line."""
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise LockError(
+            f"`{source}{line}` is not valid YAML ({getattr(exc, 'problem', exc)}); "
+            "fix it, or delete it to start a new lock"
+        ) from exc
+    if root is None:
+        return Lock()
+    _check(root, {"schema": int, "stages": ({**_STAGE},)}, source, "")
+    if data["schema"] != SCHEMA:
+        raise LockError(
+            f"`{source}` has schema {data['schema']}, this version reads schema {SCHEMA}; "
+            "upgrade the tool or delete the lock"
+        )
+    return Lock({name: _stage(block) for name, block in sorted(data["stages"].items())})
+
+
+def _stage(b: Mapping[str, Any]) -> StageLock:
+    return StageLock(
+        fingerprint=b["fingerprint"],
+        code_digest=b["code"]["digest"],
+        code=dict(b["code"]["files"]),
+        config=dict(b["config"]),
+        overrides=tuple(str(o) for o in b["overrides"]),
+        inputs={k: InputPin(**v) for k, v in b["inputs"].items()},
+        outputs={k: OutputPin(**v) for k, v in b["outputs"].items()},
+        metrics=dict(b["metrics"]),
+    )
+
+
+_KIND = {dict: yaml.MappingNode, list: yaml.SequenceNode}
+_SCALAR_TAG = {str: "tag:yaml.org,2002:str", int: "tag:yaml.org,2002:int"}
+
+
+def _check(node: yaml.Node, shape: Any, source: str, where: str) -> None:
+    line = node.start_mark.line + 1
+    here = where or "the top level"
+
+    def fail(expected: str) -> LockError:
+        return LockError(
+            f"`{source}:{line}`: `{here}` should be {expected}; fix that line or delete the "
+            "stage's block and rerun the stage"
+        )
+
+    if isinstance(shape, type):
+        if shape in _KIND:
+            if not isinstance(node, _KIND[shape]):
+                raise fail("a mapping" if shape is dict else "a list")
+        elif not isinstance(node, yaml.ScalarNode) or node.tag != _SCALAR_TAG[shape]:
+            raise fail("a string" if shape is str else "an integer")
+        return
+    if not isinstance(node, yaml.MappingNode):
+        raise fail("a mapping")
+    found = {k.value: v for k, v in node.value}
+    if isinstance(shape, tuple):
+        for key, value in found.items():
+            _check(value, shape[0], source, f"{where}.{key}" if where else key)
+        return
+    for key, sub in shape.items():
+        if key not in found:
+            raise fail(f"a mapping with the key `{key}`")
+        _check(found[key], sub, source, f"{where}.{key}" if where else key)

@@ -1,0 +1,245 @@
+"""The plan: which stages run, reuse or are pinned, and why, decided without side effects."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import networkx as nx
+
+from pipeline import digest
+from pipeline.errors import UsageError
+from pipeline.graph import order, producers
+from pipeline.lock import InputPin, Lock, OutputPin, StageLock
+
+Action = Literal["run", "reuse", "pin"]
+
+
+@dataclass(frozen=True)
+class StageState:
+    """What a stage is now: its resolved config, overrides, code, and output names."""
+
+    config: Mapping[str, Any]
+    overrides: tuple[str, ...]
+    code: Mapping[str, str]
+    artifacts: Mapping[str, str]  # logical output name -> stored artifact name
+
+    @property
+    def code_digest(self) -> str:
+        """Digest of the stage's code files."""
+        return digest.code_digest(self.code)
+
+
+@dataclass(frozen=True)
+class CachedRun:
+    """An earlier successful run of a fingerprint, as the store's index recalls it."""
+
+    outputs: Mapping[str, OutputPin]
+    metrics: Mapping[str, Any]
+
+
+class Index(Protocol):
+    """The read-only questions the plan asks the store."""
+
+    def cached(self, fingerprint: str) -> CachedRun | None:
+        """The last successful run with this fingerprint, if any."""
+
+    def intact(self, pin: OutputPin) -> bool:
+        """Whether this artifact version's files are all present and unchanged."""
+
+    def resolve(self, name: str, ref: str) -> InputPin | None:
+        """An artifact version by name and version or alias (``v3``, ``latest``)."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """How the user asked to run: forced stages, ``--only``, ``--use`` pins."""
+
+    force: Set[str] = frozenset()
+    only: bool = False
+    use: Mapping[str, str] = field(default_factory=dict)  # artifact name -> version/alias
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage in the plan, with the action to take and the reasons for it."""
+
+    stage: str
+    action: Action
+    reasons: tuple[str, ...]
+    fingerprint: str | None = None
+    inputs: Mapping[str, InputPin] = field(default_factory=dict)
+    outputs: Mapping[str, OutputPin] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        """``fresh``, ``stale`` or ``never-ran``, as ``status`` reports it."""
+        if self.action == "pin" or (self.action == "reuse" and not self.reasons):
+            return "fresh"
+        return "never-ran" if "never ran" in self.reasons else "stale"
+
+
+def plan(
+    graph: nx.DiGraph,
+    targets: Sequence[str],
+    stages: Mapping[str, StageState],
+    lock: Lock,
+    index: Index,
+    options: Options = Options(),
+) -> list[Step]:
+    """Steps for ``targets`` and their ancestors, in a deterministic topological order."""
+    made_by = producers(graph)
+    known: dict[str, InputPin | None] = {}
+    steps: list[Step] = []
+    for name in order(graph, targets):
+        pinned = _pinned(name, graph, lock, index, options, targets)
+        if pinned is not None:
+            steps.append(pinned)
+            known.update({k: _as_input(v) for k, v in pinned.outputs.items()})
+            continue
+        step = decide(name, graph, stages[name], lock.stages.get(name), index, options, known)
+        if step.action == "run" and step.fingerprint is None and "never ran" not in step.reasons:
+            rebuilt = [a for a in graph.nodes[name]["uses"] if known.get(a) is None]
+            step = _with_reasons(
+                step, [f"input {a} is rebuilt by `{made_by[a]}` first" for a in rebuilt]
+            )
+        steps.append(step)
+        known.update({k: _as_input(v) for k, v in step.outputs.items()})
+        known.update({k: None for k in graph.nodes[name]["logs"] if k not in step.outputs})
+    return steps
+
+
+def _as_input(pin: OutputPin) -> InputPin:
+    return InputPin(pin.name, pin.version, pin.digest)
+
+
+def _with_reasons(step: Step, extra: list[str]) -> Step:
+    return Step(step.stage, step.action, (*extra, *step.reasons), step.fingerprint)
+
+
+def _pinned(
+    name: str,
+    graph: nx.DiGraph,
+    lock: Lock,
+    index: Index,
+    options: Options,
+    targets: Sequence[str],
+) -> Step | None:
+    """A ``pin`` step when ``--only`` or ``--use`` supplies this stage's outputs."""
+    logs: tuple[str, ...] = graph.nodes[name]["logs"]
+    entry = lock.stages.get(name)
+    if options.only and name not in targets:
+        if entry is None:
+            raise UsageError(
+                f"`--only` needs the outputs of `{name}` pinned in the lock, and it has none; "
+                f"run `python -m pipeline run {name}` first"
+            )
+        return Step(
+            name, "pin", ("pinned by the lock (--only)",), entry.fingerprint, outputs=entry.outputs
+        )
+    used = {a: options.use[a] for a in logs if a in options.use}
+    if not used:
+        return None
+    if len(used) < len(logs):
+        missing = ", ".join(sorted(set(logs) - set(used)))
+        raise UsageError(f"`--use` pins only part of `{name}`'s outputs; pin {missing} too")
+    outputs = {}
+    for artifact, ref in used.items():
+        current = entry.outputs[artifact].name if entry and artifact in entry.outputs else artifact
+        pin = index.resolve(current, ref)
+        if pin is None:
+            raise UsageError(
+                f"`--use {artifact}:{ref}`: the store has no version `{ref}` of `{current}`; "
+                "`python -m pipeline status` lists the versions in the lock"
+            )
+        outputs[artifact] = OutputPin(pin.name, "", pin.version, pin.digest, 0, 0)
+    reasons = tuple(f"pinned by --use {a}:{r}" for a, r in sorted(used.items()))
+    return Step(name, "pin", reasons, None, outputs=outputs)
+
+
+def decide(
+    name: str,
+    graph: nx.DiGraph,
+    state: StageState,
+    entry: StageLock | None,
+    index: Index,
+    options: Options,
+    known: Mapping[str, InputPin | None],
+) -> Step:
+    """The step for one stage, given what is known of its inputs (``None``: not built yet)."""
+    uses: tuple[str, ...] = graph.nodes[name]["uses"]
+    pins = {a: pin for a in uses if (pin := known[a]) is not None}
+    reasons = staleness(name, state, entry, pins)
+    if len(pins) < len(uses):
+        return Step(name, "run", reasons)
+    fp = digest.fingerprint(
+        name, state.code_digest, state.config, {a: p.digest for a, p in pins.items()}
+    )
+    if name in options.force:
+        return Step(name, "run", ("forced", *reasons), fp, pins)
+    if entry is not None and entry.fingerprint == fp:
+        missing = [
+            f"output missing: {p.name} {p.version}"
+            for p in entry.outputs.values()
+            if not index.intact(p)
+        ]
+        if not missing:
+            return Step(name, "reuse", (), fp, pins, entry.outputs, entry.metrics)
+        return Step(name, "run", tuple(missing), fp, pins)
+    cached = index.cached(fp)
+    if cached is not None and all(index.intact(p) for p in cached.outputs.values()):
+        reasons = (*reasons, "same fingerprint ran before: outputs restored from the store")
+        return Step(name, "reuse", reasons, fp, pins, cached.outputs, cached.metrics)
+    return Step(name, "run", reasons or ("fingerprint changed",), fp, pins)
+
+
+def staleness(
+    name: str, state: StageState, entry: StageLock | None, inputs: Mapping[str, InputPin]
+) -> tuple[str, ...]:
+    """Every difference between the stage now and its lock block, in words."""
+    if entry is None:
+        return ("never ran",)
+    reasons = [
+        f"code changed: {path}"
+        for path in sorted(set(state.code) | set(entry.code))
+        if state.code.get(path) != entry.code.get(path)
+    ]
+    old, new = _flatten(entry.config), _flatten(state.config)
+    reasons += [
+        f"config changed: {name}.{key} {_show(old.get(key, _UNSET))} -> "
+        f"{_show(new.get(key, _UNSET))}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key, _UNSET) != new.get(key, _UNSET)
+    ]
+    for artifact, pin in sorted(inputs.items()):
+        before = entry.inputs.get(artifact)
+        if before is None:
+            reasons.append(f"input {artifact} added: {pin.name}:{pin.version}")
+        elif before.digest != pin.digest:
+            same = before.name == pin.name
+            was = before.version if same else f"{before.name}:{before.version}"
+            now = pin.version if same else f"{pin.name}:{pin.version}"
+            reasons.append(f"input {artifact} changed: {was} -> {now}")
+    return tuple(reasons)
+
+
+_UNSET = object()
+
+
+def _flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        path = f"{prefix}{key}"
+        if isinstance(item, Mapping) and item:
+            flat.update(_flatten(item, path + "."))
+        else:
+            flat[path] = item
+    return flat
+
+
+def _show(value: Any) -> str:
+    if value is _UNSET:
+        return "(unset)"
+    return "null" if value is None else str(value)

@@ -1,0 +1,59 @@
+"""What a stage declares: its task, its config, the artifacts it uses and logs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Name of the parameter through which every stage receives its output folder.
+OUT_PARAM = "out"
+
+
+@dataclass(frozen=True)
+class Output:
+    """An artifact a stage logs.
+
+    ``name`` is the logical name other stages list in ``uses``; ``type`` is the
+    W&B artifact type.  ``artifact`` is the stored (and W&B) artifact name, a
+    ``str.format`` template over the stage's config-group choices, for example
+    ``"dataset-{dataset}"`` becomes ``dataset-digits``; empty means ``name``.
+    """
+
+    name: str
+    type: str
+    artifact: str = ""
+
+    def artifact_name(self, choices: Mapping[str, str]) -> str:
+        """The stored artifact name for these config-group choices."""
+        return self.artifact.format_map(dict(choices)) if self.artifact else self.name
+
+
+@dataclass(frozen=True, eq=False)
+class StageSpec:
+    """One pipeline stage.
+
+    The task is a plain function ``task(<input>=Path, ..., out=Path, **config)``
+    returning a flat dict of summary metrics.  Each used artifact arrives as a
+    read-only folder in the parameter named after it; each logged artifact is
+    written to ``out / <output name>``.  ``config`` is the hydra-zen config of
+    the task (``builds(task, populate_full_signature=True, ...)``) and
+    ``groups`` maps a config group to its options (``{"model": {"mlp": ...}}``).
+    """
+
+    name: str
+    task: Callable[..., Mapping[str, Any]]
+    config: Any
+    uses: tuple[str, ...] = ()
+    logs: tuple[Output, ...] = ()
+    groups: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def module(self) -> str:
+        """Dotted name of the module that defines the task."""
+        return self.task.__module__
+
+    @property
+    def path_params(self) -> frozenset[str]:
+        """Task parameters the runner fills with paths, not config values."""
+        return frozenset((*self.uses, OUT_PARAM))

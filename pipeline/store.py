@@ -1,0 +1,253 @@
+"""The artifact store in `.pipeline/`: objects, version folders, SQLite index, stat cache."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pipeline.digest import file_md5, manifest_digest
+from pipeline.errors import StoreError
+from pipeline.lock import InputPin, OutputPin
+from pipeline.plan import CachedRun
+
+STORE_DIR = ".pipeline"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions(
+    name TEXT, version INTEGER, type TEXT, digest TEXT, size INTEGER, files INTEGER,
+    manifest TEXT, created REAL, PRIMARY KEY (name, version), UNIQUE (name, digest));
+CREATE TABLE IF NOT EXISTS aliases(
+    name TEXT, alias TEXT, version INTEGER, PRIMARY KEY (name, alias));
+CREATE TABLE IF NOT EXISTS runs(
+    id INTEGER PRIMARY KEY, stage TEXT, fingerprint TEXT, status TEXT, started REAL,
+    ended REAL, inputs TEXT, outputs TEXT, metrics TEXT, tracking TEXT);
+CREATE INDEX IF NOT EXISTS runs_by_fingerprint ON runs (fingerprint, status);
+CREATE TABLE IF NOT EXISTS stat_cache(
+    path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER, md5 TEXT);
+"""
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def _object_name(md5_b64: str) -> str:
+    hexdigest = base64.b64decode(md5_b64).hex()
+    return f"{hexdigest[:2]}/{hexdigest[2:]}"
+
+
+class Store:
+    """Artifact versions by content, with the index of runs that made and used them."""
+
+    def __init__(self, workspace: Path) -> None:
+        self.root = workspace / STORE_DIR
+        for sub in ("objects", "artifacts", "tmp"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.root / "index.sqlite", timeout=60, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the index."""
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- artifacts -------------------------------------------------------------
+    def path(self, name: str, version: str) -> Path:
+        """The read-only folder of an artifact version."""
+        return self.root / "artifacts" / name / version
+
+    def staging(self) -> Path:
+        """A new empty folder on the store's file system for a stage to write into."""
+        folder = self.root / "tmp" / uuid.uuid4().hex
+        folder.mkdir()
+        return folder
+
+    def commit(self, folder: Path, name: str, type_: str) -> OutputPin:
+        """Store a folder's files as a version of ``name``; identical content reuses its version."""
+        manifest = {rel: file_md5(folder / rel) for rel in _files(folder)}
+        if not manifest:
+            raise StoreError(f"artifact `{name}` is empty: its stage wrote no file into {folder}")
+        for rel, md5 in manifest.items():
+            self._put_object(folder / rel, md5)
+        digest = manifest_digest(manifest)
+        size = sum((folder / rel).stat().st_size for rel in manifest)
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT version FROM versions WHERE name=? AND digest=?", (name, digest)
+            ).fetchone()
+            if row is None:
+                (last,) = db.execute(
+                    "SELECT COALESCE(MAX(version), -1) FROM versions WHERE name=?", (name,)
+                ).fetchone()
+                version = last + 1
+                db.execute(
+                    "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        name,
+                        version,
+                        type_,
+                        digest,
+                        size,
+                        len(manifest),
+                        json.dumps(manifest, sort_keys=True),
+                        time.time(),
+                    ),
+                )
+            else:
+                version = row[0]
+            self._materialise(name, f"v{version}", manifest)
+            db.execute("INSERT OR REPLACE INTO aliases VALUES (?, 'latest', ?)", (name, version))
+        return OutputPin(name, type_, f"v{version}", digest, size, len(manifest))
+
+    def _put_object(self, src: Path, md5: str) -> None:
+        target = self.root / "objects" / _object_name(md5)
+        if target.exists():
+            return
+        target.parent.mkdir(exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
+        shutil.copyfile(src, tmp)
+        tmp.chmod(0o444)
+        os.replace(tmp, target)
+
+    def _materialise(self, name: str, version: str, manifest: Mapping[str, str]) -> None:
+        """Build the version folder beside its final place, then rename it in one step."""
+        final = self.path(name, version)
+        if final.exists():
+            return
+        tmp = final.with_name(f".{version}.{uuid.uuid4().hex}")
+        for rel, md5 in manifest.items():
+            dest = tmp / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            obj = self.root / "objects" / _object_name(md5)
+            try:
+                os.link(obj, dest)
+            except OSError:  # no hard links on this file system: copy instead
+                shutil.copyfile(obj, dest)
+        tmp.rename(final)
+
+    def _version_row(self, name: str, ref: str) -> tuple[Any, ...] | None:
+        if ref.startswith("v") and ref[1:].isdigit():
+            version: int | None = int(ref[1:])
+        else:
+            alias = self._db.execute(
+                "SELECT version FROM aliases WHERE name=? AND alias=?", (name, ref)
+            ).fetchone()
+            version = alias[0] if alias else None
+        row: tuple[Any, ...] | None = self._db.execute(
+            "SELECT version, type, digest, size, files, manifest FROM versions "
+            "WHERE name=? AND version=?",
+            (name, version),
+        ).fetchone()
+        return row
+
+    def resolve(self, name: str, ref: str) -> InputPin | None:
+        """An artifact version by version (``v3``) or alias (``latest``)."""
+        row = self._version_row(name, ref)
+        return None if row is None else InputPin(name, f"v{row[0]}", row[2])
+
+    def intact(self, pin: OutputPin) -> bool:
+        """Whether the version folder holds exactly the files its digest promises."""
+        row = self._version_row(pin.name, pin.version)
+        folder = self.path(pin.name, pin.version)
+        if row is None or row[2] != pin.digest or not folder.is_dir():
+            return False
+        manifest: dict[str, str] = json.loads(row[5])
+        return all(self.hash(folder / rel) == md5 for rel, md5 in manifest.items())
+
+    def hash(self, path: Path) -> str | None:
+        """A file's base64 MD5, from the stat cache when its size, mtime and inode match."""
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        key = str(path.relative_to(self.root))
+        row = self._db.execute(
+            "SELECT md5 FROM stat_cache WHERE path=? AND size=? AND mtime_ns=? AND inode=?",
+            (key, st.st_size, st.st_mtime_ns, st.st_ino),
+        ).fetchone()
+        if row:
+            return str(row[0])
+        md5 = file_md5(path)
+        self._db.execute(
+            "INSERT OR REPLACE INTO stat_cache VALUES (?,?,?,?,?)",
+            (key, st.st_size, st.st_mtime_ns, st.st_ino, md5),
+        )
+        return md5
+
+    def versions(self, name: str) -> list[str]:
+        """The versions of an artifact, oldest first."""
+        rows = self._db.execute(
+            "SELECT version FROM versions WHERE name=? ORDER BY version", (name,)
+        ).fetchall()
+        return [f"v{v}" for (v,) in rows]
+
+    # -- runs ------------------------------------------------------------------
+    def start_run(self, stage: str, fingerprint: str, inputs: Mapping[str, InputPin]) -> int:
+        """Record a stage run as started; returns its id."""
+        with self._transaction() as db:
+            cur = db.execute(
+                "INSERT INTO runs (stage, fingerprint, status, started, inputs) "
+                "VALUES (?, ?, 'running', ?, ?)",
+                (
+                    stage,
+                    fingerprint,
+                    time.time(),
+                    json.dumps({k: vars(v) for k, v in inputs.items()}, sort_keys=True),
+                ),
+            )
+            return int(cur.lastrowid or 0)
+
+    def end_run(
+        self,
+        run_id: int,
+        outputs: Mapping[str, OutputPin] | None,
+        metrics: Mapping[str, Any],
+        tracking: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record a run's end: its outputs on success, ``None`` on failure."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE runs SET status=?, ended=?, outputs=?, metrics=?, tracking=? WHERE id=?",
+                (
+                    "ok" if outputs is not None else "failed",
+                    time.time(),
+                    json.dumps({k: vars(v) for k, v in (outputs or {}).items()}, sort_keys=True),
+                    json.dumps(dict(metrics), sort_keys=True),
+                    json.dumps(dict(tracking or {}), sort_keys=True),
+                    run_id,
+                ),
+            )
+
+    def cached(self, fingerprint: str) -> CachedRun | None:
+        """The latest successful run with this fingerprint."""
+        row = self._db.execute(
+            "SELECT outputs, metrics FROM runs WHERE fingerprint=? AND status='ok' "
+            "ORDER BY id DESC LIMIT 1",
+            (fingerprint,),
+        ).fetchone()
+        if row is None:
+            return None
+        outputs = {k: OutputPin(**v) for k, v in json.loads(row[0]).items()}
+        return CachedRun(outputs, json.loads(row[1]))
+
+    def clean_tmp(self, folder: Path) -> None:
+        """Remove a staging folder."""
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,79 @@
+"""Stage `evaluate`: score the trained model on the test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hydra_zen import builds
+
+from pipeline.spec import Output, StageSpec
+from stages import app, data, models
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+
+def evaluate(
+    model: Path, dataset: Path, out: Path, batch_size: int = 256, device: str = "auto"
+) -> dict[str, float]:
+    """Write test accuracy, loss, per-class accuracy, confusion matrix and predictions."""
+    import numpy as np
+    import torch
+
+    dataset, folder = Path(dataset), Path(out) / "evaluation"
+    dev = torch.device(models.resolve_device(device))
+    x, y = data.read_split(dataset, "test")
+    classes = data.read_meta(dataset)["classes"]
+    loss, predicted = _predict(models.load(Path(model), dev), x, y, batch_size, dev)
+    confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    np.add.at(confusion, (y, predicted), 1)
+    support = confusion.sum(1)
+    metrics = {
+        "accuracy": float(np.trace(confusion) / max(len(y), 1)),
+        "classes": classes,
+        "confusion_matrix": confusion.tolist(),
+        "loss": loss,
+        "n_test": len(y),
+        # A class absent from the test split has no accuracy: null, not a made-up 0.
+        "per_class_accuracy": {
+            c: float(confusion[i, i] / support[i]) if support[i] else None
+            for i, c in enumerate(classes)
+        },
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    data.write_json(folder / "metrics.json", metrics)
+    np.save(folder / "predictions.npy", predicted, allow_pickle=False)
+    return {"accuracy": metrics["accuracy"], "loss": metrics["loss"]}
+
+
+def _predict(
+    net: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int, device: torch.device
+) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy and int64 argmax predictions, batch by batch."""
+    import numpy as np
+    import torch
+
+    loss, predictions = 0.0, [np.zeros(0, dtype=np.int64)]
+    with torch.no_grad():
+        for start in range(0, len(y), batch_size):
+            xb = torch.from_numpy(x[start : start + batch_size]).to(device)
+            yb = torch.from_numpy(y[start : start + batch_size]).to(device)
+            logits = net(xb)
+            loss += float(torch.nn.functional.cross_entropy(logits, yb, reduction="sum"))
+            predictions.append(logits.argmax(1).cpu().numpy().astype(np.int64))
+    return loss / max(len(y), 1), np.concatenate(predictions)
+
+
+SPEC = StageSpec(
+    name="evaluate",
+    task=evaluate,
+    config=builds(evaluate, populate_full_signature=True),
+    uses=("model", "dataset"),
+    logs=(Output("evaluation", "evaluation"),),
+)
+
+if __name__ == "__main__":
+    app.main(SPEC)

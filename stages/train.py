@@ -1,0 +1,187 @@
+"""Stage `train`: fit a model on the dataset's train split, keep the best validation epoch."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hydra_zen import MISSING, builds
+
+from pipeline.spec import Output, StageSpec
+from stages import app, data, models
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+def train(
+    dataset: Path,
+    out: Path,
+    model: Callable[..., Any],
+    epochs: int = 30,
+    lr: float = 0.003,
+    batch_size: int = 64,
+    weight_decay: float = 0.0001,
+    seed: int = 0,
+    threads: int = 1,
+    device: str = "auto",
+) -> dict[str, float]:
+    """Train ``model(in_shape, num_classes)`` with AdamW; write `model` to ``out/model``.
+
+    The checkpoint is the epoch with the best validation accuracy, ties going to the lower
+    validation loss, then to the earlier epoch.
+    On CPU the same arguments give the same ``state_dict.pt`` bytes.
+    """
+    import torch
+
+    dataset, out = Path(dataset), Path(out)
+    meta = data.read_meta(dataset)
+    with _deterministic(seed, threads, models.resolve_device(device)) as dev:
+        net = model(meta["input_shape"], meta["num_classes"]).to(dev)
+        splits = {s: _tensors(dataset, s, dev) for s in ("train", "val")}
+        optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+        generator = torch.Generator().manual_seed(seed)
+        history: list[dict[str, float]] = []
+        best: tuple[tuple[float, float], int, dict[str, torch.Tensor]] = ((-1.0, 0.0), 0, {})
+        for epoch in range(1, epochs + 1):
+            train_loss = _epoch(net, optimizer, *splits["train"], batch_size, generator, epoch)
+            val_loss, val_accuracy = _score(net, *splits["val"], batch_size)
+            history.append(
+                {"epoch": epoch, "train_loss": train_loss, "val_accuracy": val_accuracy, "val_loss": val_loss}
+            )
+            if (val_accuracy, -val_loss) > best[0]:
+                best = ((val_accuracy, -val_loss), epoch, {k: v.clone() for k, v in net.state_dict().items()})
+        net.load_state_dict(best[2])
+    folder = out / "model"
+    models.save(folder, net, models.describe(model, meta["input_shape"], meta["num_classes"]))
+    data.write_json(folder / "history.json", {"best_epoch": best[1], "epochs": history})
+    chosen = history[best[1] - 1]
+    return {
+        "best_epoch": best[1],
+        "epochs": epochs,
+        "train_loss": chosen["train_loss"],
+        "val_accuracy": chosen["val_accuracy"],
+        "val_loss": chosen["val_loss"],
+    }
+
+
+@contextmanager
+def _deterministic(seed: int, threads: int, device: str) -> Iterator[torch.device]:
+    """Seed torch and pin its global knobs for the block, then restore them."""
+    import torch
+
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    if device == "cuda":
+        # cuBLAS is only deterministic with a fixed workspace; must precede CUDA init.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    # Some CUDA kernels (adaptive pooling backward) have no deterministic version:
+    # there we settle for a warning; bit-identical results are promised on CPU only.
+    torch.use_deterministic_algorithms(True, warn_only=device == "cuda")
+    try:
+        yield torch.device(device)
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1])
+
+
+def _tensors(folder: Path, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
+    x, y = data.read_split(folder, split)
+    return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+
+
+def _epoch(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    epoch: int,
+) -> float:
+    """One pass over shuffled mini-batches; returns the mean training loss."""
+    import torch
+    from tqdm import tqdm
+
+    net.train()
+    # Shuffling on a CPU generator of our own keeps the order independent of device.
+    order = torch.randperm(len(y), generator=generator).to(y.device)
+    batches = torch.split(order, batch_size)
+    total = 0.0
+    for index in tqdm(batches, desc=f"epoch {epoch}", leave=False, file=sys.stderr, disable=None):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(x[index]), y[index])
+        loss.backward()
+        optimizer.step()
+        total += loss.detach().item() * len(index)
+    return total / len(y)
+
+
+def _score(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``net`` on ``(x, y)``."""
+    import torch
+
+    net.eval()
+    loss, correct = 0.0, 0
+    with torch.no_grad():
+        for xb, yb in zip(torch.split(x, batch_size), torch.split(y, batch_size), strict=True):
+            logits = net(xb)
+            loss += float(torch.nn.functional.cross_entropy(logits, yb, reduction="sum"))
+            correct += int((logits.argmax(1) == yb).sum())
+    return loss / max(len(y), 1), correct / max(len(y), 1)
+
+
+def _model_config(factory: Callable[..., Any], **kwargs: Any) -> Any:
+    return builds(
+        factory,
+        populate_full_signature=True,
+        zen_partial=True,
+        zen_exclude=models.DATA_PARAMS,
+        hydra_convert="all",
+        **kwargs,
+    )
+
+
+_TORCHVISION = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    "vgg11",
+    "squeezenet1_0",
+)
+
+SPEC = StageSpec(
+    name="train",
+    task=train,
+    config=builds(
+        train,
+        populate_full_signature=True,
+        hydra_convert="all",
+        hydra_defaults=["_self_", {"model": "cnn"}],
+    ),
+    uses=("dataset",),
+    logs=(Output("model", "model"),),
+    groups={
+        "model": {
+            "mlp": _model_config(models.mlp),
+            "cnn": _model_config(models.cnn),
+            "torchvision": _model_config(models.torchvision_model, name=MISSING),
+            **{n: _model_config(models.torchvision_model, name=n) for n in _TORCHVISION},
+        }
+    },
+)
+
+if __name__ == "__main__":
+    app.main(SPEC)
