@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -18,7 +19,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # one line and exit code 2, as for any bad input
-        raise UsageError(f"{message} (see `python -m pipeline {self.prog.split()[-1]} --help`)")
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args) if args.command == "run" else _status(args)
     except StageFailed as exc:
         if exc.__cause__ is not None and not isinstance(exc.__cause__, PipelineError):
-            traceback.print_exception(exc.__cause__, file=sys.stderr)
+            _print_stage_traceback(exc.__cause__)
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except PipelineError as exc:
@@ -81,6 +82,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished stages are kept in the store and the lock", file=sys.stderr)
         return 130
+
+
+_PLUMBING = ("/hydra/", "/hydra_zen/", "/omegaconf/", "/pipeline/runner.py")
+
+
+def _print_stage_traceback(exc: BaseException) -> None:
+    """The stage's own traceback, without the frames of Hydra and of our runner."""
+    report = traceback.TracebackException.from_exception(exc)
+    for part in (report, report.__cause__, report.__context__):
+        if part is not None:
+            kept = [f for f in part.stack if not any(p in f.filename for p in _PLUMBING)]
+            part.stack = traceback.StackSummary.from_list(kept)
+    print("".join(report.format()), end="", file=sys.stderr)
 
 
 def _stage_and_overrides(args: list[str]) -> tuple[str | None, list[str]]:
@@ -95,6 +109,8 @@ def _load(workspace: Path, argv_overrides: list[str], reset: list[str]) -> Any:
 
     if not workspace.is_dir():
         raise UsageError(f"workspace `{workspace}` is not a folder; create it or pass another")
+    # Relative paths in configs (a dataset's `root`) mean the workspace, wherever we started.
+    os.chdir(workspace)
     names = [s.name for s in stages.STAGES]
     overrides = compose.split_overrides(argv_overrides, names)
     for name in reset:

@@ -56,7 +56,9 @@ def mnist1d(num_samples: int = 4000, seed: int = 0) -> Loaded:
     # mnist1d splits 80/20 itself; we pool both parts and let `split` decide.
     x = np.concatenate([data["x"], data["x_test"]]).astype(np.float32)[:, None, :]
     y = np.concatenate([data["y"], data["y_test"]]).astype(np.int64)
-    return Loaded(x, y, [str(d) for d in range(10)], f"mnist1d:num_samples={num_samples},seed={seed}")
+    return Loaded(
+        x, y, [str(d) for d in range(10)], f"mnist1d:num_samples={num_samples},seed={seed}"
+    )
 
 
 def mnist(root: str = "data", download: bool = False) -> Loaded:
@@ -152,10 +154,10 @@ def write_dataset(folder: Path, data: Loaded, splits: dict[str, np.ndarray]) -> 
         np.save(folder / f"y_{split}.npy", data.y[index], allow_pickle=False)
     meta = {
         "classes": list(data.classes),
-        "counts": {s: int(len(i)) for s, i in splits.items()},
+        "counts": {s: len(i) for s, i in splits.items()},
         "input_shape": [int(d) for d in data.x.shape[1:]],
         "num_classes": len(data.classes),
-        "shapes": {s: [int(len(i)), *map(int, data.x.shape[1:])] for s, i in splits.items()},
+        "shapes": {s: [len(i), *map(int, data.x.shape[1:])] for s, i in splits.items()},
         "source": data.source,
     }
     write_json(folder / META_FILE, meta)

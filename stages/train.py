@@ -34,35 +34,26 @@ def train(
     """Train ``model(in_shape, num_classes)`` with AdamW; write `model` to ``out/model``.
 
     The checkpoint is the epoch with the best validation accuracy, ties going to the lower
-    validation loss, then to the earlier epoch.
-    On CPU the same arguments give the same ``state_dict.pt`` bytes.
+    validation loss, then to the earlier epoch (the last epoch if there is no validation
+    split).  On CPU the same arguments give the same ``state_dict.pt`` bytes.
     """
     import torch
 
+    if epochs < 1:
+        raise ValueError(f"`epochs` must be at least 1; got {epochs}")
     dataset, out = Path(dataset), Path(out)
     meta = data.read_meta(dataset)
     with _deterministic(seed, threads, models.resolve_device(device)) as dev:
         net = model(meta["input_shape"], meta["num_classes"]).to(dev)
-        splits = {s: _tensors(dataset, s, dev) for s in ("train", "val")}
         optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-        generator = torch.Generator().manual_seed(seed)
-        history: list[dict[str, float]] = []
-        best: tuple[tuple[float, float], int, dict[str, torch.Tensor]] = ((-1.0, 0.0), 0, {})
-        for epoch in range(1, epochs + 1):
-            train_loss = _epoch(net, optimizer, *splits["train"], batch_size, generator, epoch)
-            val_loss, val_accuracy = _score(net, *splits["val"], batch_size)
-            history.append(
-                {"epoch": epoch, "train_loss": train_loss, "val_accuracy": val_accuracy, "val_loss": val_loss}
-            )
-            if (val_accuracy, -val_loss) > best[0]:
-                best = ((val_accuracy, -val_loss), epoch, {k: v.clone() for k, v in net.state_dict().items()})
-        net.load_state_dict(best[2])
+        fit, held_out = (_tensors(dataset, split, dev) for split in ("train", "val"))
+        history, best = _fit(net, optimizer, fit, held_out, epochs, batch_size, seed)
     folder = out / "model"
     models.save(folder, net, models.describe(model, meta["input_shape"], meta["num_classes"]))
-    data.write_json(folder / "history.json", {"best_epoch": best[1], "epochs": history})
-    chosen = history[best[1] - 1]
+    data.write_json(folder / "history.json", {"best_epoch": best, "epochs": history})
+    chosen = history[best - 1]
     return {
-        "best_epoch": best[1],
+        "best_epoch": best,
         "epochs": epochs,
         "train_loss": chosen["train_loss"],
         "val_accuracy": chosen["val_accuracy"],
@@ -70,12 +61,44 @@ def train(
     }
 
 
+def _fit(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    fit: tuple[torch.Tensor, torch.Tensor],
+    held_out: tuple[torch.Tensor, torch.Tensor],
+    epochs: int,
+    batch_size: int,
+    seed: int,
+) -> tuple[list[dict[str, float]], int]:
+    """Train for ``epochs``, leave the best epoch's weights in ``net``; history and its epoch."""
+    import torch
+
+    # Shuffling on a CPU generator of our own keeps the order independent of device.
+    generator = torch.Generator().manual_seed(seed)
+    history: list[dict[str, float]] = []
+    best_key, best_epoch, best_state = (-1.0, 0.0), 0, {}
+    for epoch in range(1, epochs + 1):
+        train_loss = _epoch(net, optimizer, *fit, batch_size, generator, epoch)
+        val_loss, val_accuracy = _score(net, *held_out, batch_size)
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss}
+        history.append({**row, "val_accuracy": val_accuracy})
+        if (val_accuracy, -val_loss) > best_key or len(held_out[1]) == 0:
+            best_key, best_epoch = (val_accuracy, -val_loss), epoch
+            best_state = {k: v.clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(best_state)
+    return history, best_epoch
+
+
 @contextmanager
 def _deterministic(seed: int, threads: int, device: str) -> Iterator[torch.device]:
     """Seed torch and pin its global knobs for the block, then restore them."""
     import torch
 
-    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    saved = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     if device == "cuda":
         # cuBLAS is only deterministic with a fixed workspace; must precede CUDA init.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -88,7 +111,7 @@ def _deterministic(seed: int, threads: int, device: str) -> Iterator[torch.devic
         yield torch.device(device)
     finally:
         torch.set_num_threads(saved[0])
-        torch.use_deterministic_algorithms(saved[1])
+        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
 
 
 def _tensors(folder: Path, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,7 +135,6 @@ def _epoch(
     from tqdm import tqdm
 
     net.train()
-    # Shuffling on a CPU generator of our own keeps the order independent of device.
     order = torch.randperm(len(y), generator=generator).to(y.device)
     batches = torch.split(order, batch_size)
     total = 0.0

@@ -32,7 +32,9 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, dataset_dir: Path) -> Pa
 
 
 @pytest.fixture(scope="session")
-def evaluation_dir(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, dataset_dir: Path) -> Path:
+def evaluation_dir(
+    tmp_path_factory: pytest.TempPathFactory, model_dir: Path, dataset_dir: Path
+) -> Path:
     """The `evaluation` artifact folder of that model on the test split."""
     out = tmp_path_factory.mktemp("evaluate")
     evaluate(model_dir, dataset_dir, out, device="cpu")

@@ -1,0 +1,70 @@
+"""Overrides: addressed by stage, sticky, and composed by Hydra with one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+import stages
+from pipeline import compose
+from pipeline.errors import ConfigError, UsageError
+
+NAMES = ["prepare_data", "train", "evaluate", "plot"]
+
+
+def test_overrides_are_split_by_stage() -> None:
+    found = compose.split_overrides(
+        ["train.lr=0.01", "prepare-data.dataset=mnist", "+train.model.extra=1", "train.x=a=b"],
+        NAMES,
+    )
+    assert found == {
+        "train": ["lr=0.01", "+model.extra=1", "x=a=b"],
+        "prepare_data": ["dataset=mnist"],
+    }
+
+
+def test_an_unknown_stage_or_a_bare_key_is_bad_input() -> None:
+    with pytest.raises(UsageError, match=r"unknown stage `trian`; did you mean `train`"):
+        compose.split_overrides(["trian.lr=1"], NAMES)
+    with pytest.raises(UsageError, match=r"should look like `STAGE.KEY=VALUE`"):
+        compose.split_overrides(["lr=1"], NAMES)
+
+
+def test_a_new_value_replaces_the_old_and_other_keys_stay() -> None:
+    merged = compose.merge(("epochs=3", "lr=0.01"), ["lr=0.001"])
+    assert merged == ("epochs=3", "lr=0.001")
+
+
+def test_choosing_another_group_option_drops_the_old_options_keys() -> None:
+    merged = compose.merge(("model=mlp", "model.hidden=64", "lr=0.1"), ["model=cnn"])
+    assert merged == ("lr=0.1", "model=cnn")
+    assert compose.merge((), ["model=mlp", "model.hidden=64"]) == ("model=mlp", "model.hidden=64")
+
+
+@pytest.fixture(scope="module")
+def specs() -> dict[str, object]:
+    compose.register(stages.STAGES)
+    return {s.name: s for s in stages.STAGES}
+
+
+def test_compose_resolves_config_and_group_choices(specs: dict[str, object]) -> None:
+    result = compose.compose(specs["train"], ["lr=0.5", "model=mlp"])  # type: ignore[arg-type]
+    assert result.config["lr"] == 0.5
+    assert result.config["model"]["_target_"].endswith("mlp")
+    assert "dataset" not in result.config  # input paths are not config
+    assert "out" not in result.config
+    assert result.choices["model"] == "mlp"
+
+
+def test_an_unknown_key_gets_a_suggestion(specs: dict[str, object]) -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key `train.lrr`; did you mean `train.lr`"):
+        compose.compose(specs["train"], ["lrr=0.5"])  # type: ignore[arg-type]
+
+
+def test_an_unknown_group_option_lists_the_choices(specs: dict[str, object]) -> None:
+    with pytest.raises(ConfigError, match=r"unknown option `nope` for `train.model`; choose one of: .*cnn"):
+        compose.compose(specs["train"], ["model=nope"])  # type: ignore[arg-type]
+
+
+def test_a_badly_typed_value_is_a_config_error(specs: dict[str, object]) -> None:
+    with pytest.raises(ConfigError, match=r"cannot apply overrides lr=fast to `train`"):
+        compose.compose(specs["train"], ["lr=fast"])  # type: ignore[arg-type]

@@ -1,0 +1,63 @@
+"""The DAG is derived from uses/logs, validated, and ordered deterministically."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import graph
+from pipeline.errors import GraphError, UsageError
+
+DEFAULT = {
+    "prepare_data": ((), ("dataset",)),
+    "train": (("dataset",), ("model",)),
+    "evaluate": (("model", "dataset"), ("evaluation",)),
+    "plot": (("evaluation", "model"), ("plots",)),
+}
+
+
+def test_edges_follow_uses_and_logs() -> None:
+    g = graph.from_mapping(DEFAULT)
+    assert sorted(g.edges) == [
+        ("evaluate", "plot"),
+        ("prepare_data", "evaluate"),
+        ("prepare_data", "train"),
+        ("train", "evaluate"),
+        ("train", "plot"),
+    ]
+    assert g.edges["train", "plot"]["artifacts"] == ("model",)
+    assert graph.producers(g)["model"] == "train"
+
+
+def test_order_is_topological_and_limited_to_ancestors() -> None:
+    g = graph.from_mapping(DEFAULT)
+    assert graph.order(g, ["evaluate"]) == ["prepare_data", "train", "evaluate"]
+    assert graph.order(g, ["plot"]) == ["prepare_data", "train", "evaluate", "plot"]
+    assert graph.order(g, ["prepare_data"]) == ["prepare_data"]
+    assert graph.sinks(g) == ["plot"]
+
+
+def test_order_breaks_ties_by_name() -> None:
+    g = graph.from_mapping({"b": ((), ("x",)), "a": ((), ("y",)), "c": (("x", "y"), ())})
+    assert graph.order(g, ["c"]) == ["a", "b", "c"]
+
+
+def test_two_producers_of_one_artifact_are_rejected() -> None:
+    with pytest.raises(GraphError, match=r"`model` is logged by both `a` and `b`"):
+        graph.from_mapping({"a": ((), ("model",)), "b": ((), ("model",))})
+
+
+def test_an_input_nobody_produces_is_rejected_with_a_suggestion() -> None:
+    with pytest.raises(GraphError, match=r"uses artifact `modle`.*did you mean `model`"):
+        graph.from_mapping({"a": ((), ("model",)), "b": (("modle",), ())})
+
+
+def test_a_cycle_is_rejected_naming_its_stages() -> None:
+    with pytest.raises(GraphError, match=r"cycle: (a -> b|b -> a)"):
+        graph.from_mapping({"a": (("y",), ("x",)), "b": (("x",), ("y",))})
+
+
+def test_unknown_stage_names_the_closest() -> None:
+    g = graph.from_mapping(DEFAULT)
+    assert graph.check_stage(g, "prepare-data") == "prepare_data"
+    with pytest.raises(UsageError, match=r"unknown stage `trian`; did you mean `train`"):
+        graph.check_stage(g, "trian")

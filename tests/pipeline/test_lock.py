@@ -1,0 +1,107 @@
+"""The lock round-trips exactly, is written only when changed, and names the bad line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline import lock
+from pipeline.errors import LockError
+
+names = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1, max_size=12)
+scalars = (
+    st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False)
+    | st.booleans()
+    | st.none()
+    | st.text(max_size=20)
+)
+configs = st.recursive(scalars, lambda inner: st.dictionaries(names, inner, max_size=4), max_leaves=12)
+digests = st.text("0123456789abcdef", min_size=32, max_size=32)
+inputs = st.builds(lock.InputPin, names, st.from_regex(r"v[0-9]{1,3}", fullmatch=True), digests)
+outputs = st.builds(
+    lock.OutputPin, names, names, st.from_regex(r"v[0-9]{1,3}", fullmatch=True), digests,
+    st.integers(0, 2**40), st.integers(0, 10**6),
+)
+stage_locks = st.builds(
+    lock.StageLock,
+    fingerprint=digests,
+    code_digest=digests,
+    code=st.dictionaries(names, digests, max_size=3),
+    config=st.dictionaries(names, configs, max_size=4),
+    overrides=st.lists(names, max_size=3).map(tuple),
+    inputs=st.dictionaries(names, inputs, max_size=3),
+    outputs=st.dictionaries(names, outputs, max_size=3),
+    metrics=st.dictionaries(names, scalars, max_size=3),
+)
+locks = st.dictionaries(names, stage_locks, max_size=3).map(
+    lambda d: lock.Lock(dict(sorted(d.items())))
+)
+
+
+@given(locks)
+def test_round_trip_is_exact_and_text_is_stable(value: lock.Lock) -> None:
+    text = lock.dumps(value)
+    again = lock.loads(text)
+    assert again == value
+    assert lock.dumps(again) == text
+
+
+def _sample() -> lock.Lock:
+    entry = lock.StageLock(
+        fingerprint="f" * 64,
+        code_digest="c" * 64,
+        code={"stages/train.py": "abc=="},
+        config={"lr": 0.001, "model": {"_target_": "stages.models.cnn"}},
+        overrides=("lr=0.001",),
+        inputs={"dataset": lock.InputPin("dataset-digits", "v0", "d" * 32)},
+        outputs={"model": lock.OutputPin("model", "model", "v1", "e" * 32, 1234, 3)},
+        metrics={"val_accuracy": 0.98},
+    )
+    return lock.Lock({"train": entry})
+
+
+def test_write_only_when_changed(tmp_path: Path) -> None:
+    path = tmp_path / lock.LOCK_NAME
+    assert lock.write(path, _sample()) is True
+    assert lock.write(path, _sample()) is False
+    assert lock.read(path) == _sample()
+    assert lock.write(path, _sample().without_stage("train")) is True
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_missing_or_empty_lock_is_empty(tmp_path: Path) -> None:
+    assert lock.read(tmp_path / "absent.yaml") == lock.Lock()
+    assert lock.loads("") == lock.Lock()
+
+
+def test_lock_holds_no_times_hosts_or_absolute_paths() -> None:
+    text = lock.dumps(_sample())
+    assert "/" not in text.replace("stages/train.py", "").replace("stages.models", "")
+    assert "&id" not in text
+
+
+def test_invalid_yaml_names_the_line() -> None:
+    with pytest.raises(LockError, match=r"`dvc_free_lock.yaml:3` is not valid YAML"):
+        lock.loads("schema: 1\nstages:\n\ttrain: {}\n")
+
+
+def test_a_wrong_field_names_its_line_and_path() -> None:
+    text = lock.dumps(_sample()).replace("size: 1234", "size: big")
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "size: big" in t)
+    with pytest.raises(LockError, match=rf":{line}`: `stages.train.outputs.model.size` should be an"):
+        lock.loads(text)
+
+
+def test_a_missing_field_is_reported() -> None:
+    text = lock.dumps(_sample()).replace("    fingerprint: " + "f" * 64 + "\n", "")
+    with pytest.raises(LockError, match=r"`stages.train` should be a mapping with the key `fing"):
+        lock.loads(text)
+
+
+def test_an_unknown_schema_is_refused() -> None:
+    with pytest.raises(LockError, match=r"schema 9, this version reads schema 1"):
+        lock.loads("schema: 9\nstages: {}\n")

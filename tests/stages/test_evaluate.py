@@ -1,0 +1,37 @@
+"""Tests for the `evaluate` stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from stages import data
+from stages.evaluate import evaluate
+
+
+def test_evaluation_is_consistent(evaluation_dir: Path, dataset_dir: Path) -> None:
+    metrics = json.loads((evaluation_dir / "metrics.json").read_text())
+    predictions = np.load(evaluation_dir / "predictions.npy")
+    _, y = data.read_split(dataset_dir, "test")
+    confusion = np.asarray(metrics["confusion_matrix"])
+    assert predictions.dtype == np.int64 and predictions.shape == y.shape
+    assert confusion.sum() == metrics["n_test"] == len(y)
+    assert confusion.sum(1).tolist() == np.bincount(y, minlength=10).tolist()
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["loss"] > 0
+    assert metrics["accuracy"] == np.mean(predictions == y)
+    assert metrics["classes"] == list(metrics["per_class_accuracy"]) == [str(d) for d in range(10)]
+    for i, name in enumerate(metrics["classes"]):
+        assert metrics["per_class_accuracy"][name] == confusion[i, i] / confusion[i].sum()
+
+
+def test_evaluate_returns_summary_and_is_reproducible(
+    model_dir: Path, dataset_dir: Path, evaluation_dir: Path, tmp_path: Path
+) -> None:
+    summary = evaluate(model_dir, dataset_dir, tmp_path, batch_size=50, device="cpu")
+    metrics = json.loads((evaluation_dir / "metrics.json").read_text())
+    assert summary == {"accuracy": metrics["accuracy"], "loss": summary["loss"]}
+    assert abs(summary["loss"] - metrics["loss"]) < 1e-5  # batch size only reorders sums
+    again = np.load(tmp_path / "evaluation" / "predictions.npy")
+    np.testing.assert_array_equal(again, np.load(evaluation_dir / "predictions.npy"))

@@ -1,0 +1,69 @@
+"""Tests for the `train` stage."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from stages import data, models
+from stages.prepare_data import prepare_data
+from stages.train import train
+
+
+def test_train_writes_the_model_artifact(dataset_dir: Path, model_dir: Path) -> None:
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "history.json",
+        "model.json",
+        "state_dict.pt",
+    ]
+    history = json.loads((model_dir / "history.json").read_text())
+    assert [row["epoch"] for row in history["epochs"]] == [1, 2]
+    assert history["best_epoch"] in (1, 2)
+    record = json.loads((model_dir / "model.json").read_text())
+    assert record["factory"] == "stages.models.cnn" and record["in_shape"] == [1, 8, 8]
+    state = torch.load(model_dir / "state_dict.pt", weights_only=True)
+    assert all(t.device.type == "cpu" for t in state.values())
+
+
+def test_train_is_bit_deterministic(dataset_dir: Path, tmp_path: Path) -> None:
+    mlp = functools.partial(models.mlp, hidden=32)
+    runs = [train(dataset_dir, tmp_path / run, mlp, epochs=2, device="cpu") for run in "ab"]
+    assert runs[0] == runs[1]
+    for name in ("state_dict.pt", "model.json", "history.json"):
+        a, b = ((tmp_path / run / "model" / name).read_bytes() for run in "ab")
+        assert a == b, name
+
+
+def test_train_returns_metrics_of_the_checkpointed_epoch(dataset_dir: Path, tmp_path: Path) -> None:
+    metrics = train(dataset_dir, tmp_path, models.mlp, epochs=3, lr=0.01, device="cpu")
+    history = json.loads((tmp_path / "model" / "history.json").read_text())
+    best = history["epochs"][history["best_epoch"] - 1]
+    assert (
+        metrics["val_accuracy"]
+        == best["val_accuracy"]
+        == max(row["val_accuracy"] for row in history["epochs"])
+    )
+    assert metrics["epochs"] == 3 and metrics["val_accuracy"] > 0.5
+    assert all(type(v) in (int, float) for v in metrics.values())
+
+
+def test_train_restores_torch_global_settings(dataset_dir: Path, tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    train(dataset_dir, tmp_path, models.mlp, epochs=1, threads=1, device="cpu")
+    assert torch.get_num_threads() == threads
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_train_without_validation_keeps_the_last_epoch(tmp_path: Path) -> None:
+    prepare_data(data.digits, tmp_path / "p", val_fraction=0.0)
+    metrics = train(tmp_path / "p" / "dataset", tmp_path, models.mlp, epochs=2, device="cpu")
+    assert metrics["best_epoch"] == 2
+
+
+def test_train_rejects_zero_epochs(dataset_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="`epochs` must be at least 1; got 0"):
+        train(dataset_dir, tmp_path, models.mlp, epochs=0)
