@@ -38,6 +38,9 @@ def project_copy(tmp_path: Path) -> Path:
     """An empty workspace holding its own copy of the `stages` package, which shadows ours."""
     workspace = tmp_path / "own"
     workspace.mkdir()
-    shutil.copytree(Path(stages.__file__).parent, workspace / "stages",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        Path(stages.__file__).parent,
+        workspace / "stages",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     return workspace

@@ -45,7 +45,10 @@ def test_the_first_run_pins_every_stage_and_the_second_reuses_all(
 def test_a_train_override_reruns_train_evaluate_and_plot(cli: Cli) -> None:
     result = cli("run", "train.lr=0.01", "--json")
     assert actions(result) == {
-        "prepare_data": "reuse", "train": "run", "evaluate": "run", "plot": "run",
+        "prepare_data": "reuse",
+        "train": "run",
+        "evaluate": "run",
+        "plot": "run",
     }
 
 
@@ -170,7 +173,7 @@ def export(model: Path, out: Path, indent: int = 2) -> dict[str, int]:
 
     state = torch.load(model / "state_dict.pt", weights_only=True)
     (out / "onnx_like").mkdir(parents=True)
-    shapes = {k: list(v.shape) for k, v in state.items() if v.dim() > 0 and "weight" in k or "bias" in k}
+    shapes = {k: list(v.shape) for k, v in state.items() if k.endswith(("weight", "bias"))}
     (out / "onnx_like" / "shapes.json").write_text(json.dumps(shapes, indent=indent))
     return {"tensors": len(shapes)}
 

@@ -56,12 +56,16 @@ def test_compose_resolves_config_and_group_choices(specs: dict[str, object]) -> 
 
 
 def test_an_unknown_key_gets_a_suggestion(specs: dict[str, object]) -> None:
-    with pytest.raises(ConfigError, match=r"unknown config key `train.lrr`; did you mean `train.lr`"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key `train.lrr`; did you mean `train.lr`"
+    ):
         compose.compose(specs["train"], ["lrr=0.5"])  # type: ignore[arg-type]
 
 
 def test_an_unknown_group_option_lists_the_choices(specs: dict[str, object]) -> None:
-    with pytest.raises(ConfigError, match=r"unknown option `nope` for `train.model`; choose one of: .*cnn"):
+    with pytest.raises(
+        ConfigError, match=r"unknown option `nope` for `train.model`; choose one of: .*cnn"
+    ):
         compose.compose(specs["train"], ["model=nope"])  # type: ignore[arg-type]
 
 

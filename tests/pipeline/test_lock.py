@@ -19,12 +19,19 @@ scalars = (
     | st.none()
     | st.text(max_size=20)
 )
-configs = st.recursive(scalars, lambda inner: st.dictionaries(names, inner, max_size=4), max_leaves=12)
+configs = st.recursive(
+    scalars, lambda inner: st.dictionaries(names, inner, max_size=4), max_leaves=12
+)
 digests = st.text("0123456789abcdef", min_size=32, max_size=32)
 inputs = st.builds(lock.InputPin, names, st.from_regex(r"v[0-9]{1,3}", fullmatch=True), digests)
 outputs = st.builds(
-    lock.OutputPin, names, names, st.from_regex(r"v[0-9]{1,3}", fullmatch=True), digests,
-    st.integers(0, 2**40), st.integers(0, 10**6),
+    lock.OutputPin,
+    names,
+    names,
+    st.from_regex(r"v[0-9]{1,3}", fullmatch=True),
+    digests,
+    st.integers(0, 2**40),
+    st.integers(0, 10**6),
 )
 stage_locks = st.builds(
     lock.StageLock,
@@ -92,7 +99,9 @@ def test_invalid_yaml_names_the_line() -> None:
 def test_a_wrong_field_names_its_line_and_path() -> None:
     text = lock.dumps(_sample()).replace("size: 1234", "size: big")
     line = next(i for i, t in enumerate(text.splitlines(), 1) if "size: big" in t)
-    with pytest.raises(LockError, match=rf":{line}`: `stages.train.outputs.model.size` should be an"):
+    with pytest.raises(
+        LockError, match=rf":{line}`: `stages.train.outputs.model.size` should be an"
+    ):
         lock.loads(text)
 
 

@@ -59,7 +59,9 @@ def ran(states: Mapping[str, StageState], version: int = 0) -> Lock:
     for name in graph.order(G):
         s = states[name]
         inputs = {a: known[a] for a in G.nodes[name]["uses"]}
-        fp = digest.fingerprint(name, s.code_digest, s.config, {a: p.digest for a, p in inputs.items()})
+        fp = digest.fingerprint(
+            name, s.code_digest, s.config, {a: p.digest for a, p in inputs.items()}
+        )
         art = LOGS[name]
         pin = OutputPin(ARTIFACTS[name], art, f"v{version}", f"{fp[:8]}{art}", 10, 1)
         out[name] = StageLock(fp, s.code_digest, s.code, s.config, (), inputs, {art: pin}, {})
@@ -157,7 +159,11 @@ def test_use_pins_an_input_version() -> None:
     lock = ran(STATES)
     old = InputPin("model", "v0", "olddigest")
     steps = plan(
-        G, ["evaluate"], STATES, lock, FakeIndex(versions={("model", "v0"): old}),
+        G,
+        ["evaluate"],
+        STATES,
+        lock,
+        FakeIndex(versions={("model", "v0"): old}),
         Options(use={"model": "v0"}),
     )
     assert actions(steps) == [("prepare_data", "reuse"), ("train", "pin"), ("evaluate", "run")]

@@ -66,7 +66,9 @@ def test_intact_sees_a_flipped_byte_and_a_missing_file(store: Store) -> None:
     assert not store.intact(pin)
 
 
-def test_unchanged_files_are_not_hashed_twice(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unchanged_files_are_not_hashed_twice(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pin = store.commit(_stage_output(store, {"a": b"xy"}), "data", "dataset")
     calls: list[Path] = []
     monkeypatch.setattr(store_module, "file_md5", lambda p: calls.append(p) or file_md5(p))
