@@ -66,13 +66,13 @@ def load(
         states[name] = StageState(
             config=composed.config,
             overrides=merged,
-            code=code_files(_code_root(spec), [spec.module]),
+            code=code_files(code_root(spec), [spec.module]),
             artifacts={o.name: o.artifact_name(composed.choices) for o in spec.logs},
         )
     return Project(workspace, specs_by_name, dag, current, Store(workspace), states)
 
 
-def _code_root(spec: StageSpec) -> Path:
+def code_root(spec: StageSpec) -> Path:
     """The folder holding the stage's top-level package, so code paths read `stages/x.py`."""
     top = sys.modules[spec.module.split(".")[0]]
     file = getattr(top, "__file__", None)
