@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import PipelineError, StageFailed, UsageError
+from pipeline.errors import PipelineError, StageFailed, UsageError, did_you_mean
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -140,7 +140,7 @@ def _run(args: argparse.Namespace) -> int:
     options = Options(
         force=frozenset(targets) if args.force else frozenset(),
         only=args.only,
-        use=dict(_parse_use(u) for u in args.use),
+        use=dict(_parse_use(project, u, in_scope) for u in args.use),
     )
     steps = project.plan(targets, options)
     if args.dry_run:
@@ -169,11 +169,22 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _parse_use(text: str) -> tuple[str, str]:
+def _parse_use(project: Any, text: str, in_scope: list[str]) -> tuple[str, str]:
+    """``model:v0`` or ``dataset-digits:v1`` -> (the artifact's name in the DAG, version)."""
+    from pipeline.graph import producers
+
     name, sep, ref = text.partition(":")
     if not sep or not name or not ref:
         raise UsageError(f"`--use {text}` should be NAME:VERSION, e.g. `--use model:v0`")
-    return name, ref
+    made_by = producers(project.graph)
+    stored = {a: k for s in project.states.values() for k, a in s.artifacts.items()}
+    slot = name if name in made_by else stored.get(name)
+    if slot is None:
+        known = sorted({*made_by, *stored})
+        raise UsageError(f"`--use {text}`: no artifact `{name}`{did_you_mean(name, known)}")
+    if made_by[slot] not in in_scope:
+        raise UsageError(f"`--use {text}`: nothing this command runs uses `{name}`")
+    return slot, ref
 
 
 def _line(step: Any) -> str:

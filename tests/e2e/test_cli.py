@@ -115,8 +115,8 @@ def test_force_reruns_a_fresh_stage_and_use_pins_a_version(cli: Cli, workspace: 
     forced = cli("run", "evaluate", "--force", "--json")
     assert actions(forced)["evaluate"] == "run"
     cli("run", "train", "train.lr=0.01")
-    pinned = cli("run", "evaluate", "--use", "model:v0", "--json")
-    assert actions(pinned) == {"prepare_data": "reuse", "train": "pin", "evaluate": "reuse"}
+    pinned = cli("run", "evaluate", "--use", "model:v0", "--use", "dataset-digits:latest", "--json")
+    assert actions(pinned) == {"prepare_data": "pin", "train": "pin", "evaluate": "reuse"}
     assert _lock(workspace)["stages"]["evaluate"]["inputs"]["model"]["version"] == "v0"
 
 
@@ -206,6 +206,8 @@ def test_bad_input_exits_2_with_one_line(cli: Cli, workspace: Path) -> None:
         ("run", "train.lrr=1"): "error: unknown config key `train.lrr`; did you mean `train.lr`?",
         ("run", "train", "train.model=nope"): "error: unknown option `nope` for `train.model`",
         ("run", "--use", "model"): "error: `--use model` should be NAME:VERSION",
+        ("run", "--use", "modle:v0"): "error: `--use modle:v0`: no artifact `modle`; did you mean",
+        ("run", "--use", "model:v7"): "error: `--use model:v7`: the store has no version `v7`",
         ("status", "nope"): "error: unknown stage `nope`",
     }
     for args, message in cases.items():
