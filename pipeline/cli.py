@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="say which stages are fresh, stale or never ran")
     status.add_argument("stage", nargs="?", help="only this stage and its upstream")
     status.add_argument("--json", action="store_true", help="print a JSON document (see README)")
+    sync = sub.add_parser("sync", help="upload offline W&B runs, producers before consumers")
+    sync.add_argument("--dry-run", action="store_true", help="print the order, upload nothing")
     return parser
 
 
@@ -70,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     try:
         args = _parser().parse_args(argv)
-        return _run(args) if args.command == "run" else _status(args)
+        commands = {"run": _run, "status": _status, "sync": _sync}
+        return commands[args.command](args)
     except StageFailed as exc:
         if exc.__cause__ is not None and not isinstance(exc.__cause__, PipelineError):
             _print_stage_traceback(exc.__cause__)
@@ -97,10 +100,26 @@ def _print_stage_traceback(exc: BaseException) -> None:
     print("".join(report.format()), end="", file=sys.stderr)
 
 
-def _stage_and_overrides(args: list[str]) -> tuple[str | None, list[str]]:
-    if args and "=" not in args[0] and "." not in args[0]:
-        return args[0], args[1:]
-    return None, args
+_WANDB_KEYS = ("project", "entity", "mode")
+
+
+def _stage_and_overrides(args: list[str]) -> tuple[str | None, list[str], dict[str, str]]:
+    """Split ``[STAGE] [STAGE.KEY=VALUE ...] [wandb.KEY=VALUE ...]``."""
+    stage = args[0] if args and "=" not in args[0] and "." not in args[0] else None
+    rest = args[1:] if stage else args
+    tracking = {}
+    for arg in [a for a in rest if a.startswith("wandb.")]:
+        key, _, value = arg.removeprefix("wandb.").partition("=")
+        if key not in _WANDB_KEYS or not value:
+            raise UsageError(
+                f"`{arg}`: W&B options are {', '.join(f'wandb.{k}=VALUE' for k in _WANDB_KEYS)}"
+            )
+        if key == "mode" and value not in ("online", "offline", "disabled"):
+            raise UsageError(f"`{arg}`: the mode is one of online, offline, disabled")
+        if bad := sorted(set(value) & set("/\\#?%:")):
+            raise UsageError(f"`{arg}`: W&B names cannot contain {' '.join(bad)}")
+        tracking[key] = value
+    return stage, [a for a in rest if not a.startswith("wandb.")], tracking
 
 
 def _load(workspace: Path, argv_overrides: list[str], reset: list[str]) -> Any:
@@ -127,8 +146,9 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.plan import Options
     from pipeline.runner import execute
 
-    stage, overrides_argv = _stage_and_overrides(args.args)
+    stage, overrides_argv, tracking = _stage_and_overrides(args.args)
     project, overrides = _load(args.workspace, overrides_argv, args.reset)
+    project.wandb.update(tracking)
     targets = [graph.check_stage(project.graph, stage)] if stage else graph.sinks(project.graph)
     in_scope = targets if args.only else graph.order(project.graph, targets)
     for name in overrides:
@@ -222,8 +242,16 @@ def _status(args: argparse.Namespace) -> int:
     project, _ = _load(args.workspace, [], [])
     targets = [graph.check_stage(project.graph, args.stage)] if args.stage else list(project.graph)
     steps = project.plan(targets)
+    runs = {
+        s.stage: project.store.tracking(s.fingerprint) if s.fingerprint else None for s in steps
+    }
     if args.json:
-        doc = {"stages": {s.stage: {"state": s.state, "reasons": list(s.reasons)} for s in steps}}
+        doc = {
+            "stages": {
+                s.stage: {"state": s.state, "reasons": list(s.reasons), "wandb": runs[s.stage]}
+                for s in steps
+            }
+        }
         print(json.dumps(doc, indent=2, sort_keys=True))
         return EXIT_OK
     width = max(len(s.stage) for s in steps)
@@ -231,5 +259,36 @@ def _status(args: argparse.Namespace) -> int:
         reasons = "".join(f"\n{'':{width + 2}}- {r}" for r in step.reasons)
         versions = ", ".join(f"{p.name} {p.version}" for p in step.outputs.values())
         shown = f"  ({versions})" if versions and step.state == "fresh" else ""
+        run = runs[step.stage]
+        if run and step.state == "fresh":
+            synced = "synced" if run.get("synced") or run["mode"] == "online" else "not synced"
+            shown += f"  W&B {run['mode']} run {run['id']} ({synced})"
         print(f"{step.stage:{width}}  {step.state}{shown}{reasons}")
+    return EXIT_OK
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from pipeline import sync
+    from pipeline.callback import credentials_configured
+    from pipeline.store import STORE_DIR, Store
+
+    if not (args.workspace / STORE_DIR).is_dir():
+        raise UsageError(f"`{args.workspace}` has no `{STORE_DIR}`: nothing ran here yet")
+    store = Store(args.workspace)
+    todo = sync.pending(store)
+    if not todo:
+        print("nothing to sync: every W&B run is uploaded")
+        return EXIT_OK
+    if not args.dry_run and not credentials_configured():
+        raise UsageError(
+            "no W&B credentials: run `wandb login` or set WANDB_API_KEY, "
+            "then rerun `python -m pipeline sync`"
+        )
+    for number, run in enumerate(todo, 1):
+        print(f"{number}. {run.stage}: W&B run {run.wandb_id} ({run.folder})")
+    if args.dry_run:
+        print(f"dry run: {len(todo)} offline runs would be uploaded in this order")
+        return EXIT_OK
+    sync.sync(store, todo)
+    print(f"synced {len(todo)} runs")
     return EXIT_OK

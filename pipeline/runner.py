@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
-from pipeline import compose, graph, lock
+from pipeline import callback, compose, graph, lock
+from pipeline.callback import ArtifactRef, StageRun, tracking
 from pipeline.digest import code_files
 from pipeline.errors import PipelineError, StageFailed, UsageError
-from pipeline.lock import InputPin, Lock, StageLock
+from pipeline.lock import InputPin, Lock, OutputPin, StageLock
 from pipeline.plan import Options, StageState, Step, decide, plan
 from pipeline.spec import OUT_PARAM, StageSpec
 from pipeline.store import Store
@@ -32,6 +34,7 @@ class Project:
     lock: Lock
     store: Store
     states: dict[str, StageState]
+    wandb: dict[str, str] = field(default_factory=dict)  # W&B callback options
 
     @property
     def lock_path(self) -> Path:
@@ -56,6 +59,7 @@ def load(
     )
     current = lock.read(workspace / lock.LOCK_NAME)
     compose.register(specs_by_name.values())
+    callback.register()
     reset = set(reset)
     states = {}
     for name, spec in specs_by_name.items():
@@ -88,6 +92,8 @@ def execute(
     """Carry out the steps in order; the lock is rewritten after each stage that changed it."""
     known: dict[str, InputPin | None] = {}
     done: list[Step] = []
+    # One W&B group per invocation: the runs of one `pipeline run` sit together.
+    group = f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     for step in steps:
         if step.action == "run" and step.fingerprint is None:
             # Upstream outputs exist now: an input rebuilt unchanged may make this fresh.
@@ -96,7 +102,7 @@ def execute(
             step = decide(step.stage, project.graph, state, entry, project.store, options, known)
         if step.action == "run":
             report("start", step)
-            step = _run(project, step)
+            step = _run(project, step, group)
         report("done", step)
         if step.action != "pin":
             _record(project, step)
@@ -110,7 +116,7 @@ def _quote(value: object) -> str:
     return f"'{text}'"
 
 
-def _run(project: Project, step: Step) -> Step:
+def _run(project: Project, step: Step, group: str) -> Step:
     from hydra_zen import launch
 
     spec, state, store = project.specs[step.stage], project.states[step.stage], project.store
@@ -118,51 +124,83 @@ def _run(project: Project, step: Step) -> Step:
     staging = store.staging()
     stamp = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{staging.name[:6]}"
     run_dir = project.workspace / "outputs" / spec.name / stamp
-    paths = {a: str(store.path(p.name, p.version)) for a, p in step.inputs.items()}
-    paths[OUT_PARAM] = str(staging)
-    overrides = [*state.overrides, f"hydra.run.dir={_quote(run_dir)}"]
+    types = {o.name: o.type for s in project.specs.values() for o in s.logs}
+    tracked = StageRun(
+        stage=spec.name,
+        config=state.config,
+        inputs={
+            a: ArtifactRef(p.name, types[a], store.path(p.name, p.version), p.version)
+            for a, p in step.inputs.items()
+        },
+        fingerprint=step.fingerprint,
+        group=group,
+        workspace=project.workspace,
+        media=frozenset(o.name for o in spec.logs if o.media),
+    )
+    overrides = [
+        *state.overrides,
+        f"hydra.run.dir={_quote(run_dir)}",
+        # Logs go to stderr: stdout belongs to the CLI (`--json` documents).
+        "hydra.job_logging.handlers.console.stream=ext://sys.stderr",
+        *(f"hydra.callbacks.wandb.{k}={_quote(v)}" for k, v in sorted(project.wandb.items())),
+    ]
     run_id = store.start_run(spec.name, step.fingerprint, step.inputs)
+    outputs: dict[str, OutputPin] = {}
     try:
-        job = launch(
-            spec.config,
-            _with_paths(spec, paths),
-            overrides=overrides,
-            config_name=spec.name,
-            job_name=spec.name,
-            version_base="1.3",
-        )
-        metrics = _plain(job.return_value or {})
-        outputs = {
-            o.name: store.commit(staging / o.name, state.artifacts[o.name], o.type)
-            for o in spec.logs
-        }
+        with tracking(tracked):
+            launch(
+                spec.config,
+                _task(project, spec, tracked, staging, outputs),
+                overrides=overrides,
+                config_name=spec.name,
+                job_name=spec.name,
+                version_base="1.3",
+            )
     except (Exception, KeyboardInterrupt) as exc:
-        store.end_run(run_id, None, {})
+        store.end_run(run_id, None, {}, tracked.tracking)
         if isinstance(exc, KeyboardInterrupt):
             raise
         detail = exc if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
         raise StageFailed(f"stage `{spec.name}` failed: {detail}") from exc
     finally:
         store.clean_tmp(staging)
-    store.end_run(run_id, outputs, metrics)
-    return replace(step, outputs=outputs, metrics=metrics)
+    store.end_run(run_id, outputs, tracked.metrics, tracked.tracking)
+    return replace(step, outputs=outputs, metrics=tracked.metrics)
 
 
-def _with_paths(spec: StageSpec, paths: Mapping[str, str]) -> Callable[[Any], Any]:
-    """The task with its path parameters filled in after Hydra composed its config.
+def _task(
+    project: Project,
+    spec: StageSpec,
+    tracked: StageRun,
+    staging: Path,
+    outputs: dict[str, OutputPin],
+) -> Callable[[Any], Any]:
+    """The Hydra task: the stage on its paths, then its outputs committed to the store.
 
-    Paths are not Hydra overrides: they would clash with config groups of the
-    same name (``dataset``) and put absolute paths into what the lock records.
+    Paths are not Hydra overrides: they would clash with config groups of the same
+    name (``dataset``) and put absolute paths into what the lock records.  Outputs
+    are committed inside the job so that the callback's ``on_job_end`` can log them
+    with their local versions.
     """
     from hydra_zen import zen
     from omegaconf import DictConfig, OmegaConf
 
     task = zen(spec.task)
+    paths = {a: str(ref.path) for a, ref in tracked.inputs.items()}
+    paths[OUT_PARAM] = str(staging)
+    names = project.states[spec.name].artifacts
 
     def run(cfg: Any) -> Any:
-        merged = OmegaConf.merge(cfg, dict(paths))
+        merged = OmegaConf.merge(cfg, paths)
         assert isinstance(merged, DictConfig)
-        return task(merged)
+        tracked.metrics = _plain(task(merged) or {})
+        for out in spec.logs:
+            pin = project.store.commit(staging / out.name, names[out.name], out.type)
+            outputs[out.name] = pin
+            tracked.outputs[out.name] = ArtifactRef(
+                pin.name, pin.type, project.store.path(pin.name, pin.version), pin.version
+            )
+        return tracked.metrics
 
     return run
 

@@ -18,11 +18,13 @@ class Output:
     W&B artifact type.  ``artifact`` is the stored (and W&B) artifact name, a
     ``str.format`` template over the stage's config-group choices, for example
     ``"dataset-{dataset}"`` becomes ``dataset-digits``; empty means ``name``.
+    ``media`` also shows the artifact's PNG files as images in the stage's W&B run.
     """
 
     name: str
     type: str
     artifact: str = ""
+    media: bool = False
 
     def artifact_name(self, choices: Mapping[str, str]) -> str:
         """The stored artifact name for these config-group choices."""

@@ -248,6 +248,42 @@ class Store:
         outputs = {k: OutputPin(**v) for k, v in json.loads(row[0]).items()}
         return CachedRun(outputs, json.loads(row[1]))
 
+    def tracking(self, fingerprint: str) -> dict[str, Any] | None:
+        """The W&B run of the latest successful run with this fingerprint, if it had one."""
+        row = self._db.execute(
+            "SELECT tracking FROM runs WHERE fingerprint=? AND status='ok' "
+            "ORDER BY id DESC LIMIT 1",
+            (fingerprint,),
+        ).fetchone()
+        found: dict[str, Any] = json.loads(row[0] or "{}") if row else {}
+        return found if found.get("id") else None
+
+    def tracked_runs(self) -> list[dict[str, Any]]:
+        """Every run with a W&B record: id, stage, inputs, outputs and tracking, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, stage, inputs, outputs, tracking FROM runs "
+            "WHERE tracking LIKE '%\"id\"%' ORDER BY id"
+        ).fetchall()
+        return [
+            {
+                "run": run_id,
+                "stage": stage,
+                "inputs": json.loads(inputs or "{}"),
+                "outputs": json.loads(outputs or "{}"),
+                "tracking": json.loads(tracking),
+            }
+            for run_id, stage, inputs, outputs, tracking in rows
+        ]
+
+    def mark_synced(self, run_id: int) -> None:
+        """Record that a run's offline W&B record was uploaded."""
+        with self._transaction() as db:
+            (text,) = db.execute("SELECT tracking FROM runs WHERE id=?", (run_id,)).fetchone()
+            db.execute(
+                "UPDATE runs SET tracking=? WHERE id=?",
+                (json.dumps({**json.loads(text), "synced": True}, sort_keys=True), run_id),
+            )
+
     def clean_tmp(self, folder: Path) -> None:
         """Remove a staging folder."""
         shutil.rmtree(folder, ignore_errors=True)

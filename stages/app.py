@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import hydra
+from hydra.conf import HydraConf
 from hydra_zen import ZenStore, zen
 
 from pipeline.spec import StageSpec
@@ -23,6 +24,9 @@ def main(spec: StageSpec) -> None:
     for group, options in spec.groups.items():
         for option, config in options.items():
             store(config, group=group, name=option)
+    # Tracked in W&B like a pipeline run. The callback is named, not imported: stage code
+    # stays free of wandb and of the orchestrator (see the import contracts).
+    store(HydraConf(callbacks={"wandb": {"_target_": "pipeline.callback.WandbCallback"}}))
     store.add_to_hydra_store(overwrite_ok=True)
     task = zen(spec.task)
 

@@ -94,7 +94,7 @@ SPEC = StageSpec(
     task=plot,
     config=builds(plot, populate_full_signature=True),
     uses=("evaluation", "model"),
-    logs=(Output("plots", "plots"),),
+    logs=(Output("plots", "plots", media=True),),
 )
 
 if __name__ == "__main__":

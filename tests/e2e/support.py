@@ -17,14 +17,18 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def _env(home: Path) -> dict[str, str]:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(
+        # W&B offline, its run files in the workspace's wandb/, its staging area and
+        # settings in the test's folder, and no credentials (HOME holds no .netrc).
         WANDB_MODE="offline",
-        WANDB_DIR=str(home / "wandb-dir"),
         WANDB_DATA_DIR=str(home / "wandb-data"),
         WANDB_CACHE_DIR=str(home / "wandb-cache"),
         WANDB_CONFIG_DIR=str(home / "wandb-config"),
-        PYTHONHASHSEED="0",
+        HOME=str(home),
+        # Hydra turns a callback's exception into a warning: make every warning fatal,
+        # so that a broken W&B callback fails the test instead of passing silently.
+        PYTHONWARNINGS="error",
     )
     return env
 
@@ -33,12 +37,16 @@ def make_cli(workspace: Path) -> Cli:
     """A function running ``python -m pipeline --workspace WS ARGS`` and returning the result."""
 
     def cli(
-        *args: str, check: bool = True, python: tuple[str, ...] = ()
+        *args: str,
+        check: bool = True,
+        python: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        module: str = "pipeline",
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, *python, "-m", "pipeline", *args],
+            [sys.executable, *python, "-m", module, *args],
             cwd=workspace,
-            env=_env(workspace.parent),
+            env={**_env(workspace.parent), **(env or {})},
             capture_output=True,
             text=True,
             timeout=600,
@@ -56,6 +64,6 @@ def actions(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
 
 
 def status(cli: Cli) -> dict[str, Any]:
-    """The ``status --json`` document's stages."""
-    stages_doc: dict[str, Any] = json.loads(cli("status", "--json").stdout)["stages"]
-    return stages_doc
+    """Each stage's state and reasons from ``status --json`` (its W&B run left out)."""
+    doc = json.loads(cli("status", "--json").stdout)["stages"]
+    return {name: {k: v for k, v in s.items() if k != "wandb"} for name, s in doc.items()}

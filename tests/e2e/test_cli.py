@@ -209,6 +209,9 @@ def test_bad_input_exits_2_with_one_line(cli: Cli, workspace: Path) -> None:
         ("run", "--use", "modle:v0"): "error: `--use modle:v0`: no artifact `modle`; did you mean",
         ("run", "--use", "model:v7"): "error: `--use model:v7`: the store has no version `v7`",
         ("status", "nope"): "error: unknown stage `nope`",
+        ("run", "wandb.project=a/b"): "error: `wandb.project=a/b`: W&B names cannot contain /",
+        ("run", "wandb.mode=loud"): "error: `wandb.mode=loud`: the mode is one of online,",
+        ("run", "wandb.team=x"): "error: `wandb.team=x`: W&B options are wandb.project=VALUE",
     }
     for args, message in cases.items():
         result = cli(*args, check=False)

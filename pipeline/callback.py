@@ -1,0 +1,271 @@
+"""The W&B callback: each stage run is a W&B run that declares the artifacts it used and logged."""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.spec import OUT_PARAM
+
+log = logging.getLogger(__name__)
+
+# Settings that keep a run cheap: no console capture, system stats, git or code snapshot.
+_CHEAP = {
+    "console": "off",
+    "x_disable_stats": True,
+    "x_disable_machine_info": True,
+    "x_save_requirements": False,
+    "disable_git": True,
+    "disable_code": True,
+    "silent": True,
+}
+_STORE_PATH = re.compile(r"/artifacts/(?P<name>[^/]+)/(?P<version>v\d+)/?$")
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """An artifact version a stage run reads or writes, as W&B will know it."""
+
+    name: str
+    type: str
+    path: Path
+    version: str = ""
+
+
+@dataclass
+class StageRun:
+    """What the runner tells the callback about the stage run in progress, and hears back."""
+
+    stage: str
+    config: Mapping[str, Any]
+    inputs: Mapping[str, ArtifactRef]
+    fingerprint: str = ""
+    group: str | None = None
+    workspace: Path = field(default_factory=Path.cwd)
+    media: frozenset[str] = frozenset()
+    # Filled in by the runner once it committed the outputs, before the job ends.
+    outputs: dict[str, ArtifactRef] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    # Filled in by the callback: the W&B run, for the store's index.
+    tracking: dict[str, Any] = field(default_factory=dict)
+
+
+_current: StageRun | None = None
+
+
+@contextmanager
+def tracking(run: StageRun) -> Iterator[StageRun]:
+    """Make ``run`` the stage run the callback reports on while Hydra runs the job."""
+    global _current
+    _current = run
+    try:
+        yield run
+    finally:
+        _current = None
+
+
+def credentials_configured() -> bool:
+    """Whether a W&B API key is set in the environment or in ~/.netrc."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or ""
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_mode(mode: str | None) -> str:
+    """``online``, ``offline`` or ``disabled``: the option, else WANDB_MODE, else by key."""
+    chosen = mode or os.environ.get("WANDB_MODE") or ""
+    if chosen in ("online", "offline", "disabled"):
+        return chosen
+    if chosen == "dryrun":
+        return "offline"
+    return "online" if credentials_configured() else "offline"
+
+
+class WandbCallback(Callback):
+    """A Hydra callback that mirrors a stage run in W&B; it records, it never decides.
+
+    ``on_job_start`` opens one W&B run per stage job and declares every input as used;
+    ``on_job_end`` logs every output (digest, local version, fingerprint and config in
+    the metadata), sets the summary and finishes, or finishes with exit code 1 and logs
+    nothing when the job failed.  Offline, a use is recorded with the private call that
+    online ``use_artifact(draft)`` makes, since wandb refuses ``use_artifact`` offline.
+    """
+
+    def __init__(
+        self, project: str = "lineage", entity: str | None = None, mode: str | None = None
+    ) -> None:
+        self.project, self.entity, self.mode = project, entity, mode
+        self._run: Any = None
+        self._stage: StageRun | None = None
+
+    def on_job_start(self, config: DictConfig, *, task_function: Any, **kwargs: Any) -> None:
+        stage = _current or _standalone(config)
+        mode = resolve_mode(self.mode)
+        stage.tracking = {"mode": mode}
+        if mode == "disabled":
+            return
+        self._stage, self._run = stage, self._init(stage, mode)
+        for ref in stage.inputs.values():
+            self._use(ref)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        run, stage = self._run, self._stage
+        self._run = self._stage = None
+        if run is None or stage is None:
+            return
+        if job_return.status != JobStatus.COMPLETED:
+            run.finish(exit_code=1)
+            return
+        try:
+            outputs = stage.outputs or _standalone_outputs(config)
+            metrics = stage.metrics or dict(job_return.return_value or {})
+            for logical, ref in outputs.items():
+                self._log(run, stage, logical, ref)
+            run.summary.update(metrics)
+        finally:
+            run.finish()
+
+    def _init(self, stage: StageRun, mode: str) -> Any:
+        # The CLI prints what matters; wandb's own lines (one per artifact) would drown it.
+        os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb
+
+        short = f"-{stage.fingerprint[:8]}" if stage.fingerprint else ""
+        options: dict[str, Any] = {
+            "project": self.project,
+            "entity": self.entity,
+            "job_type": stage.stage,
+            "group": stage.group,
+            "name": f"{stage.stage}{short}",
+            "config": dict(stage.config),
+            "reinit": "create_new",
+            "dir": os.environ.get("WANDB_DIR") or str(stage.workspace),
+            "settings": wandb.Settings(**_CHEAP),  # type: ignore[arg-type]
+        }
+        try:
+            run = wandb.init(mode=mode, **options)  # type: ignore[arg-type]
+        except Exception as exc:
+            if mode != "online":
+                raise
+            # Unreachable or refused: keep the record on disk, to `pipeline sync` later.
+            log.warning("W&B online failed (%s); recording the run offline instead", exc)
+            mode = "offline"
+            run = wandb.init(mode=mode, **options)  # type: ignore[arg-type]
+        stage.tracking = {
+            "id": run.id,
+            "project": self.project,
+            "entity": self.entity,
+            "mode": mode,
+            "dir": _relative(Path(run.dir).parent, stage.workspace),
+        }
+        return run
+
+    def _use(self, ref: ArtifactRef) -> None:
+        import wandb
+
+        artifact = wandb.Artifact(ref.name, type=ref.type)
+        artifact.add_dir(str(ref.path), policy="immutable")
+        if self._run.offline:
+            # wandb refuses use_artifact offline; this is what it does inside, online.
+            self._run._log_artifact(artifact, is_user_created=True, use_after_commit=True)
+        else:
+            self._run.use_artifact(artifact)
+
+    def _log(self, run: Any, stage: StageRun, logical: str, ref: ArtifactRef) -> None:
+        import wandb
+
+        metadata = {
+            "fingerprint": stage.fingerprint,
+            "local_version": ref.version,
+            "stage": stage.stage,
+            "config": dict(stage.config),
+        }
+        artifact = wandb.Artifact(ref.name, type=ref.type, metadata=metadata)
+        # Store versions never change, so W&B need not copy them to its staging area.
+        artifact.add_dir(str(ref.path), policy="immutable" if ref.version else "mutable")
+        run.log_artifact(artifact)
+        if logical in stage.media:
+            images = {
+                f"{logical}/{png.stem}": wandb.Image(str(png))
+                for png in sorted(ref.path.rglob("*.png"))
+            }
+            run.log(images)
+
+
+def _relative(path: Path, workspace: Path) -> str:
+    """The run folder relative to the workspace when inside it, so a moved workspace works."""
+    try:
+        return path.resolve().relative_to(workspace.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _spec(config: DictConfig) -> Any:
+    import stages
+
+    name = str(config.hydra.job.name)
+    for spec in stages.STAGES:
+        if spec.name == name:
+            return spec
+    raise LookupError(f"no stage named `{name}` in stages.STAGES")
+
+
+def _producer_types() -> dict[str, str]:
+    import stages
+
+    return {o.name: o.type for spec in stages.STAGES for o in spec.logs}
+
+
+def _standalone(config: DictConfig) -> StageRun:
+    """The stage run as a stand-alone Hydra app sees it: paths come from its config."""
+    spec = _spec(config)
+    types = _producer_types()
+    inputs = {}
+    for use in spec.uses:
+        path = Path(str(config[use])).resolve()
+        found = _STORE_PATH.search(path.as_posix())
+        name, version = (found["name"], found["version"]) if found else (use, "")
+        inputs[use] = ArtifactRef(name, types.get(use, use), path, version)
+    plain = OmegaConf.to_container(OmegaConf.masked_copy(config, _config_keys(config, spec)))
+    assert isinstance(plain, dict)
+    media = frozenset(o.name for o in spec.logs if o.media)
+    return StageRun(spec.name, {str(k): v for k, v in plain.items()}, inputs, media=media)
+
+
+def _config_keys(config: DictConfig, spec: Any) -> list[str]:
+    return [str(k) for k in config if k != "hydra" and k not in spec.path_params]
+
+
+def _standalone_outputs(config: DictConfig) -> dict[str, ArtifactRef]:
+    spec = _spec(config)
+    choices = OmegaConf.to_container(config.hydra.runtime.choices)
+    assert isinstance(choices, dict)
+    out = Path(str(config[OUT_PARAM]))
+    return {o.name: ArtifactRef(o.artifact_name(choices), o.type, out / o.name) for o in spec.logs}
+
+
+def register() -> None:
+    """Put the callback into Hydra's own config, so every stage job is tracked."""
+    from hydra.conf import HydraConf
+    from hydra_zen import ZenStore, builds
+
+    store = ZenStore(name="lineage-hydra", overwrite_ok=True)
+    callback = builds(WandbCallback, populate_full_signature=True)
+    store(HydraConf(callbacks={"wandb": callback}))
+    store.add_to_hydra_store(overwrite_ok=True)

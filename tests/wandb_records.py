@@ -1,0 +1,117 @@
+"""A small reader of W&B's offline `.wandb` files, for tests that check lineage.
+
+The format (wandb 0.31): a 7-byte header (``:W&B``, uint16 LE magic 0xBEE1, uint8
+version 0), then leveldb-log chunks in 32 KiB blocks: uint32 LE CRC, uint16 LE length,
+uint8 type (1 full, 2 first, 3 middle, 4 last), data; fewer than 7 bytes left in a
+block is padding.  Each reassembled payload is one ``wandb_internal_pb2.Record``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BLOCK = 32 * 1024
+HEADER = 7
+CHUNK_HEADER = 7
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def payloads(data: bytes) -> Iterator[bytes]:
+    """The records' bytes, checked against their CRCs."""
+    magic, kind, version = data[:4], *struct.unpack("<HB", data[4:7])
+    if magic != b":W&B" or kind != 0xBEE1 or version != 0:
+        raise ValueError(f"not a .wandb file: header {data[:7]!r}")
+    pos, pending = HEADER, b""
+    while pos < len(data):
+        left = BLOCK - pos % BLOCK
+        if left < CHUNK_HEADER:
+            pos += left
+            continue
+        crc, length, ctype = struct.unpack("<IHB", data[pos : pos + CHUNK_HEADER])
+        chunk = data[pos + CHUNK_HEADER : pos + CHUNK_HEADER + length]
+        if length == 0 and ctype == 0:  # zero padding at the end of a block
+            pos += left
+            continue
+        if zlib.crc32(chunk, zlib.crc32(bytes([ctype]))) & 0xFFFFFFFF != crc:
+            raise ValueError(f"CRC mismatch at byte {pos}")
+        pos += CHUNK_HEADER + length
+        if ctype == FULL:
+            yield chunk
+        elif ctype == FIRST:
+            pending = chunk
+        elif ctype == MIDDLE:
+            pending += chunk
+        elif ctype == LAST:
+            yield pending + chunk
+            pending = b""
+        else:
+            raise ValueError(f"unknown chunk type {ctype} at byte {pos}")
+
+
+@dataclass
+class RunRecords:
+    """What one offline run file says: its run, its artifact uses and logs, its exit."""
+
+    path: Path
+    run_id: str = ""
+    job_type: str = ""
+    group: str = ""
+    name: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    uses: list[dict[str, Any]] = field(default_factory=list)
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    exit_code: int | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    history: dict[str, Any] = field(default_factory=dict)
+
+
+def _key(item: Any) -> str:
+    # Keys with a slash ("plots/confusion_matrix") are stored as a nested key.
+    return str(item.key) or "/".join(item.nested_key)
+
+
+def read_run(path: Path) -> RunRecords:
+    """Parse one `run-<id>.wandb` file."""
+    from wandb.proto import wandb_internal_pb2
+
+    out = RunRecords(path)
+    for payload in payloads(path.read_bytes()):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(payload)
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = record.run
+            out.run_id, out.job_type, out.group = run.run_id, run.job_type, run.run_group
+            out.name = run.display_name
+            # `_wandb` is W&B's own bookkeeping, not the run's config.
+            items = run.config.update
+            out.config = {i.key: json.loads(i.value_json) for i in items if i.key != "_wandb"}
+        elif kind == "artifact":
+            art = record.artifact
+            entry = {
+                "name": art.name,
+                "type": art.type,
+                "digest": art.digest,
+                "metadata": json.loads(art.metadata or "{}"),
+                "paths": sorted(c.path for c in art.manifest.contents),
+            }
+            (out.uses if art.use_after_commit else out.logs).append(entry)
+        elif kind == "exit":
+            out.exit_code = record.exit.exit_code
+        elif kind == "summary":
+            out.summary.update({_key(i): json.loads(i.value_json) for i in record.summary.update})
+        elif kind == "history":
+            out.history.update({_key(i): json.loads(i.value_json) for i in record.history.item})
+    return out
+
+
+def read_all(wandb_dir: Path) -> list[RunRecords]:
+    """Every offline run under a `wandb/` folder, in the order they started."""
+    files = sorted(wandb_dir.glob("offline-run-*/run-*.wandb"))
+    return [read_run(f) for f in files]
