@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline import cli_inspect
 from pipeline.errors import PipelineError, StageFailed, UsageError, did_you_mean
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -59,12 +60,18 @@ def _parser() -> argparse.ArgumentParser:
         help="drop the overrides recorded for STAGE",
     )
     run.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    run.add_argument(
+        "--frozen",
+        action="store_true",
+        help="rerun and fail unless every fingerprint and digest matches the lock",
+    )
     run.add_argument("--json", action="store_true", help="print a JSON document (see README)")
     status = sub.add_parser("status", help="say which stages are fresh, stale or never ran")
     status.add_argument("stage", nargs="?", help="only this stage and its upstream")
     status.add_argument("--json", action="store_true", help="print a JSON document (see README)")
     sync = sub.add_parser("sync", help="upload offline W&B runs, producers before consumers")
     sync.add_argument("--dry-run", action="store_true", help="print the order, upload nothing")
+    cli_inspect.add_parsers(sub)
     return parser
 
 
@@ -72,7 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     try:
         args = _parser().parse_args(argv)
-        commands = {"run": _run, "status": _status, "sync": _sync}
+        workspace = args.workspace.resolve()
+        if not workspace.is_dir():
+            raise UsageError(f"workspace `{workspace}` is not a folder; create it or pass another")
+        # Relative paths in configs (a dataset's `root`) mean the workspace, wherever we started.
+        os.chdir(workspace)
+        args.workspace = workspace
+        commands = {"run": _run, "status": _status, "sync": _sync, **cli_inspect.COMMANDS}
         return commands[args.command](args)
     except StageFailed as exc:
         if exc.__cause__ is not None and not isinstance(exc.__cause__, PipelineError):
@@ -122,32 +135,17 @@ def _stage_and_overrides(args: list[str]) -> tuple[str | None, list[str], dict[s
     return stage, [a for a in rest if not a.startswith("wandb.")], tracking
 
 
-def _load(workspace: Path, argv_overrides: list[str], reset: list[str]) -> Any:
-    import stages
-    from pipeline import compose, runner
-
-    if not workspace.is_dir():
-        raise UsageError(f"workspace `{workspace}` is not a folder; create it or pass another")
-    # Relative paths in configs (a dataset's `root`) mean the workspace, wherever we started.
-    os.chdir(workspace)
-    names = [s.name for s in stages.STAGES]
-    overrides = compose.split_overrides(argv_overrides, names)
-    for name in reset:
-        if name.replace("-", "_") not in names:
-            raise UsageError(f"`--reset {name}`: no such stage; stages are {', '.join(names)}")
-    project = runner.load(
-        workspace.resolve(), stages.STAGES, overrides, [r.replace("-", "_") for r in reset]
-    )
-    return project, overrides
-
-
 def _run(args: argparse.Namespace) -> int:
     from pipeline import graph
     from pipeline.plan import Options
-    from pipeline.runner import execute
+    from pipeline.runner import execute, open_project
 
     stage, overrides_argv, tracking = _stage_and_overrides(args.args)
-    project, overrides = _load(args.workspace, overrides_argv, args.reset)
+    if args.frozen and (overrides_argv or args.reset or args.use or args.only):
+        raise UsageError(
+            "`--frozen` reproduces the lock as it is: drop the overrides, --reset, --use and --only"
+        )
+    project, overrides = open_project(args.workspace, overrides_argv, args.reset)
     project.wandb.update(tracking)
     targets = [graph.check_stage(project.graph, stage)] if stage else graph.sinks(project.graph)
     in_scope = targets if args.only else graph.order(project.graph, targets)
@@ -157,8 +155,10 @@ def _run(args: argparse.Namespace) -> int:
                 f"overrides for `{name}` given, but this command does not run `{name}`; "
                 f"use `python -m pipeline run {name} ...`"
             )
+    forced = in_scope if args.frozen else targets if args.force else []
     options = Options(
-        force=frozenset(targets) if args.force else frozenset(),
+        force=frozenset(forced),
+        frozen=args.frozen,
         only=args.only,
         use=dict(_parse_use(project, u, in_scope) for u in args.use),
     )
@@ -238,8 +238,9 @@ def _print_steps(steps: Sequence[Any], as_json: bool, planned: bool) -> None:
 
 def _status(args: argparse.Namespace) -> int:
     from pipeline import graph
+    from pipeline.runner import open_project
 
-    project, _ = _load(args.workspace, [], [])
+    project, _ = open_project(args.workspace, [], [])
     targets = [graph.check_stage(project.graph, args.stage)] if args.stage else list(project.graph)
     steps = project.plan(targets)
     runs = {

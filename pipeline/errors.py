@@ -38,6 +38,12 @@ class StageFailed(PipelineError, RuntimeError):
     exit_code = 1
 
 
+class NotReproduced(PipelineError, RuntimeError):
+    """A ``--frozen`` run whose fingerprint or outputs differ from the lock."""
+
+    exit_code = 1
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A ``"; did you mean `x`?"`` suffix for the closest choice, or ``""``."""
     close = difflib.get_close_matches(word, list(choices), n=1)

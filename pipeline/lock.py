@@ -60,6 +60,8 @@ class StageLock:
     inputs: Mapping[str, InputPin] = field(default_factory=dict)
     outputs: Mapping[str, OutputPin] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
+    # Versions of the libraries that can change the bits (recorded, not fingerprinted).
+    environment: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,18 @@ class Lock:
         return replace(self, stages={k: v for k, v in self.stages.items() if k != name})
 
 
+def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted keys: ``{"model": {"width": 8}}`` -> ``{"model.width": 8}``."""
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        path = f"{prefix}{key}"
+        if isinstance(item, Mapping) and item:
+            flat.update(flatten(item, path + "."))
+        else:
+            flat[path] = item
+    return flat
+
+
 def to_dict(lock: Lock) -> dict[str, Any]:
     """Plain data for the YAML document."""
     stages = {}
@@ -89,6 +103,7 @@ def to_dict(lock: Lock) -> dict[str, Any]:
             "inputs": {k: vars(v) for k, v in s.inputs.items()},
             "outputs": {k: vars(v) for k, v in s.outputs.items()},
             "metrics": dict(s.metrics),
+            "environment": dict(s.environment),
         }
     return {"schema": SCHEMA, "stages": stages}
 
@@ -135,6 +150,7 @@ _STAGE = {
     "inputs": (_PIN,),
     "outputs": (_OUT,),
     "metrics": dict,
+    "environment": (str,),
 }
 
 
@@ -171,6 +187,7 @@ def _stage(b: Mapping[str, Any]) -> StageLock:
         inputs={k: InputPin(**v) for k, v in b["inputs"].items()},
         outputs={k: OutputPin(**v) for k, v in b["outputs"].items()},
         metrics=dict(b["metrics"]),
+        environment=dict(b["environment"]),
     )
 
 

@@ -11,7 +11,7 @@ import networkx as nx
 from pipeline import digest
 from pipeline.errors import UsageError
 from pipeline.graph import order, producers
-from pipeline.lock import InputPin, Lock, OutputPin, StageLock
+from pipeline.lock import InputPin, Lock, OutputPin, StageLock, flatten
 
 Action = Literal["run", "reuse", "pin"]
 
@@ -37,6 +37,7 @@ class CachedRun:
 
     outputs: Mapping[str, OutputPin]
     metrics: Mapping[str, Any]
+    environment: Mapping[str, str] = field(default_factory=dict)
 
 
 class Index(Protocol):
@@ -58,6 +59,7 @@ class Options:
 
     force: Set[str] = frozenset()
     only: bool = False
+    frozen: bool = False  # rerun and demand the lock's fingerprints and digests
     use: Mapping[str, str] = field(default_factory=dict)  # artifact name -> version/alias
 
 
@@ -72,6 +74,7 @@ class Step:
     inputs: Mapping[str, InputPin] = field(default_factory=dict)
     outputs: Mapping[str, OutputPin] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
+    environment: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def state(self) -> str:
@@ -186,12 +189,16 @@ def decide(
             if not index.intact(p)
         ]
         if not missing:
-            return Step(name, "reuse", (), fp, pins, entry.outputs, entry.metrics)
+            return Step(
+                name, "reuse", (), fp, pins, entry.outputs, entry.metrics, entry.environment
+            )
         return Step(name, "run", tuple(missing), fp, pins)
     cached = index.cached(fp)
     if cached is not None and all(index.intact(p) for p in cached.outputs.values()):
         reasons = (*reasons, "same fingerprint ran before: outputs restored from the store")
-        return Step(name, "reuse", reasons, fp, pins, cached.outputs, cached.metrics)
+        return Step(
+            name, "reuse", reasons, fp, pins, cached.outputs, cached.metrics, cached.environment
+        )
     return Step(name, "run", reasons or ("fingerprint changed",), fp, pins)
 
 
@@ -206,7 +213,7 @@ def staleness(
         for path in sorted(set(state.code) | set(entry.code))
         if state.code.get(path) != entry.code.get(path)
     ]
-    old, new = _flatten(entry.config), _flatten(state.config)
+    old, new = flatten(entry.config), flatten(state.config)
     reasons += [
         f"config changed: {name}.{key} {_show(old.get(key, _UNSET))} -> "
         f"{_show(new.get(key, _UNSET))}"
@@ -226,17 +233,6 @@ def staleness(
 
 
 _UNSET = object()
-
-
-def _flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, item in value.items():
-        path = f"{prefix}{key}"
-        if isinstance(item, Mapping) and item:
-            flat.update(_flatten(item, path + "."))
-        else:
-            flat[path] = item
-    return flat
 
 
 def _show(value: Any) -> str:

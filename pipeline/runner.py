@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 import sys
 import time
 import uuid
@@ -15,7 +17,7 @@ import networkx as nx
 from pipeline import callback, compose, graph, lock
 from pipeline.callback import ArtifactRef, StageRun, tracking
 from pipeline.digest import code_files
-from pipeline.errors import PipelineError, StageFailed, UsageError
+from pipeline.errors import NotReproduced, PipelineError, StageFailed, UsageError
 from pipeline.lock import InputPin, Lock, OutputPin, StageLock
 from pipeline.plan import Options, StageState, Step, decide, plan
 from pipeline.spec import OUT_PARAM, StageSpec
@@ -76,6 +78,36 @@ def load(
     return Project(workspace, specs_by_name, dag, current, Store(workspace), states)
 
 
+# Libraries whose version can change a stage's bits; recorded in the lock, not fingerprinted.
+_LIBRARIES = ("numpy", "torch", "torchvision", "scikit-learn", "matplotlib", "mnist1d")
+
+
+def environment() -> dict[str, str]:
+    """Python's and the bit-relevant libraries' versions, read without importing them."""
+    found = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def open_project(
+    workspace: Path, argv_overrides: Sequence[str] = (), reset: Sequence[str] = ()
+) -> tuple[Project, dict[str, list[str]]]:
+    """The project of `stages.STAGES` in a workspace, with command-line overrides applied."""
+    import stages
+
+    names = [s.name for s in stages.STAGES]
+    overrides = compose.split_overrides(argv_overrides, names)
+    for name in reset:
+        if name.replace("-", "_") not in names:
+            raise UsageError(f"`--reset {name}`: no such stage; stages are {', '.join(names)}")
+    project = load(workspace, stages.STAGES, overrides, [r.replace("-", "_") for r in reset])
+    return project, overrides
+
+
 def code_root(spec: StageSpec) -> Path:
     """The folder holding the stage's top-level package, so code paths read `stages/x.py`."""
     top = sys.modules[spec.module.split(".")[0]]
@@ -101,14 +133,41 @@ def execute(
             state = project.states[step.stage]
             step = decide(step.stage, project.graph, state, entry, project.store, options, known)
         if step.action == "run":
+            if options.frozen:
+                _check_frozen_before(project, step)
             report("start", step)
             step = _run(project, step, group)
+            if options.frozen:
+                _check_frozen_after(project, step)
         report("done", step)
         if step.action != "pin":
             _record(project, step)
         known.update({k: InputPin(p.name, p.version, p.digest) for k, p in step.outputs.items()})
         done.append(step)
     return done
+
+
+def _check_frozen_before(project: Project, step: Step) -> None:
+    entry = project.lock.stages.get(step.stage)
+    if entry is None:
+        raise NotReproduced(
+            f"`--frozen`: the lock pins nothing for `{step.stage}`; run it without --frozen first"
+        )
+    if step.fingerprint != entry.fingerprint:
+        why = "; ".join(r for r in step.reasons if r != "forced") or "fingerprint changed"
+        raise NotReproduced(f"stage `{step.stage}` no longer matches the lock: {why}")
+
+
+def _check_frozen_after(project: Project, step: Step) -> None:
+    pinned = project.lock.stages[step.stage].outputs
+    for key, pin in sorted(step.outputs.items()):
+        want = pinned.get(key)
+        if want is None or want.digest != pin.digest:
+            expected = f"{want.digest} ({want.name}:{want.version})" if want else "nothing"
+            raise NotReproduced(
+                f"stage `{step.stage}` did not reproduce the lock: artifact `{pin.name}` has "
+                f"digest {pin.digest}, the lock pins {expected}; the lock is left unchanged"
+            )
 
 
 def _quote(value: object) -> str:
@@ -144,7 +203,10 @@ def _run(project: Project, step: Step, group: str) -> Step:
         "hydra.job_logging.handlers.console.stream=ext://sys.stderr",
         *(f"hydra.callbacks.wandb.{k}={_quote(v)}" for k, v in sorted(project.wandb.items())),
     ]
-    run_id = store.start_run(spec.name, step.fingerprint, step.inputs)
+    env = environment()
+    run_id = store.start_run(
+        spec.name, step.fingerprint, step.inputs, state.config, state.code_digest, env
+    )
     outputs: dict[str, OutputPin] = {}
     try:
         with tracking(tracked):
@@ -165,7 +227,7 @@ def _run(project: Project, step: Step, group: str) -> Step:
     finally:
         store.clean_tmp(staging)
     store.end_run(run_id, outputs, tracked.metrics, tracked.tracking)
-    return replace(step, outputs=outputs, metrics=tracked.metrics)
+    return replace(step, outputs=outputs, metrics=tracked.metrics, environment=env)
 
 
 def _task(
@@ -226,6 +288,7 @@ def _record(project: Project, step: Step) -> None:
         inputs=dict(step.inputs),
         outputs=dict(step.outputs),
         metrics=dict(step.metrics),
+        environment=dict(step.environment),
     )
     project.lock = project.lock.with_stage(step.stage, entry)
     lock.write(project.lock_path, project.lock)

@@ -20,6 +20,7 @@ from pipeline.lock import InputPin, OutputPin
 from pipeline.plan import CachedRun
 
 STORE_DIR = ".pipeline"
+_INDEX_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions(
     name TEXT, version INTEGER, type TEXT, digest TEXT, size INTEGER, files INTEGER,
@@ -28,11 +29,22 @@ CREATE TABLE IF NOT EXISTS aliases(
     name TEXT, alias TEXT, version INTEGER, PRIMARY KEY (name, alias));
 CREATE TABLE IF NOT EXISTS runs(
     id INTEGER PRIMARY KEY, stage TEXT, fingerprint TEXT, status TEXT, started REAL,
-    ended REAL, inputs TEXT, outputs TEXT, metrics TEXT, tracking TEXT);
+    ended REAL, inputs TEXT, outputs TEXT, metrics TEXT, tracking TEXT, config TEXT,
+    code TEXT, environment TEXT);
 CREATE INDEX IF NOT EXISTS runs_by_fingerprint ON runs (fingerprint, status);
 CREATE TABLE IF NOT EXISTS stat_cache(
     path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER, md5 TEXT);
 """
+
+
+def open_existing(workspace: Path) -> Store:
+    """The store of a workspace where something already ran."""
+    if not (workspace / STORE_DIR).is_dir():
+        raise StoreError(
+            f"`{workspace}` has no `{STORE_DIR}` store: nothing ran there yet "
+            "(run `python -m pipeline run`, or pass --workspace)"
+        )
+    return Store(workspace)
 
 
 def _files(folder: Path) -> list[str]:
@@ -53,7 +65,15 @@ class Store:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.root / "index.sqlite", timeout=60, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        (found,) = self._db.execute("PRAGMA user_version").fetchone()
+        tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if tables and found != _INDEX_VERSION:
+            self._db.close()
+            raise StoreError(
+                f"`{self.root}` was made by another version of this tool (index {found}, "
+                f"expected {_INDEX_VERSION}); move it away and rerun to rebuild the store"
+            )
+        self._db.executescript(_SCHEMA + f"PRAGMA user_version={_INDEX_VERSION};")
 
     def close(self) -> None:
         """Close the index."""
@@ -192,6 +212,67 @@ class Store:
         )
         return md5
 
+    def verify(self, pin: OutputPin) -> str | None:
+        """What is wrong with a version, rehashing every file (no cache): ``None`` if nothing."""
+        row = self._version_row(pin.name, pin.version)
+        folder = self.path(pin.name, pin.version)
+        if row is None:
+            return "not in the store's index"
+        if row[2] != pin.digest:
+            return f"the store's {pin.version} has digest {row[2]}, not {pin.digest}"
+        manifest: dict[str, str] = json.loads(row[5])
+        missing = [rel for rel in manifest if not (folder / rel).is_file()]
+        if missing:
+            return f"missing {', '.join(missing)}"
+        changed = [rel for rel, md5 in manifest.items() if file_md5(folder / rel) != md5]
+        return (
+            f"corrupt {', '.join(changed)} (content differs from its digest)" if changed else None
+        )
+
+    def all_versions(self) -> list[dict[str, Any]]:
+        """Every artifact version: name, version, type, digest, size, files, path."""
+        rows = self._db.execute(
+            "SELECT name, version, type, digest, size, files FROM versions ORDER BY name, version"
+        ).fetchall()
+        return [
+            {
+                "name": n,
+                "version": f"v{v}",
+                "type": t,
+                "digest": d,
+                "size": s,
+                "files": f,
+                "path": self.path(n, f"v{v}"),
+            }
+            for n, v, t, d, s, f in rows
+        ]
+
+    def all_runs(self) -> list[dict[str, Any]]:
+        """Every stage run with what it used, made, and ran with, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, stage, fingerprint, status, inputs, outputs, metrics, tracking, config, "
+            "code FROM runs ORDER BY id"
+        ).fetchall()
+        keys = (
+            "run",
+            "stage",
+            "fingerprint",
+            "status",
+            "inputs",
+            "outputs",
+            "metrics",
+            "wandb",
+            "config",
+            "code_digest",
+        )
+        decoded = []
+        for row in rows:
+            run = dict(zip(keys, row, strict=True))
+            for key in ("inputs", "outputs", "metrics", "wandb", "config"):
+                run[key] = json.loads(run[key] or "{}")
+            decoded.append(run)
+        return decoded
+
     def versions(self, name: str) -> list[str]:
         """The versions of an artifact, oldest first."""
         rows = self._db.execute(
@@ -200,17 +281,28 @@ class Store:
         return [f"v{v}" for (v,) in rows]
 
     # -- runs ------------------------------------------------------------------
-    def start_run(self, stage: str, fingerprint: str, inputs: Mapping[str, InputPin]) -> int:
+    def start_run(
+        self,
+        stage: str,
+        fingerprint: str,
+        inputs: Mapping[str, InputPin],
+        config: Mapping[str, Any] | None = None,
+        code_digest: str = "",
+        environment: Mapping[str, str] | None = None,
+    ) -> int:
         """Record a stage run as started; returns its id."""
         with self._transaction() as db:
             cur = db.execute(
-                "INSERT INTO runs (stage, fingerprint, status, started, inputs) "
-                "VALUES (?, ?, 'running', ?, ?)",
+                "INSERT INTO runs (stage, fingerprint, status, started, inputs, config, code, "
+                "environment) VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
                 (
                     stage,
                     fingerprint,
                     time.time(),
                     json.dumps({k: vars(v) for k, v in inputs.items()}, sort_keys=True),
+                    json.dumps(dict(config or {}), sort_keys=True),
+                    code_digest,
+                    json.dumps(dict(environment or {}), sort_keys=True),
                 ),
             )
             return int(cur.lastrowid or 0)
@@ -239,14 +331,14 @@ class Store:
     def cached(self, fingerprint: str) -> CachedRun | None:
         """The latest successful run with this fingerprint."""
         row = self._db.execute(
-            "SELECT outputs, metrics FROM runs WHERE fingerprint=? AND status='ok' "
+            "SELECT outputs, metrics, environment FROM runs WHERE fingerprint=? AND status='ok' "
             "ORDER BY id DESC LIMIT 1",
             (fingerprint,),
         ).fetchone()
         if row is None:
             return None
         outputs = {k: OutputPin(**v) for k, v in json.loads(row[0]).items()}
-        return CachedRun(outputs, json.loads(row[1]))
+        return CachedRun(outputs, json.loads(row[1]), json.loads(row[2] or "{}"))
 
     def tracking(self, fingerprint: str) -> dict[str, Any] | None:
         """The W&B run of the latest successful run with this fingerprint, if it had one."""

@@ -43,6 +43,7 @@ stage_locks = st.builds(
     inputs=st.dictionaries(names, inputs, max_size=3),
     outputs=st.dictionaries(names, outputs, max_size=3),
     metrics=st.dictionaries(names, scalars, max_size=3),
+    environment=st.dictionaries(names, names, max_size=3),
 )
 locks = st.dictionaries(names, stage_locks, max_size=3).map(
     lambda d: lock.Lock(dict(sorted(d.items())))
@@ -67,6 +68,7 @@ def _sample() -> lock.Lock:
         inputs={"dataset": lock.InputPin("dataset-digits", "v0", "d" * 32)},
         outputs={"model": lock.OutputPin("model", "model", "v1", "e" * 32, 1234, 3)},
         metrics={"val_accuracy": 0.98},
+        environment={"python": "3.11.7", "torch": "2.14.1"},
     )
     return lock.Lock({"train": entry})
 

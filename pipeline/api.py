@@ -1,0 +1,48 @@
+"""A small Python API for notebooks: artifact paths, lock entries and lineage graphs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import networkx as nx
+
+from pipeline import lineage as _lineage
+from pipeline import lock as _lock
+from pipeline.errors import UsageError, did_you_mean
+from pipeline.store import open_existing
+
+__all__ = ["artifact", "lineage", "lock_entry"]
+
+
+def artifact(ref: str, workspace: str | Path = ".") -> Path:
+    """The read-only local folder of an artifact version: ``model:v2``, ``evaluation:latest``."""
+    name, version = _lineage.parse_ref(ref)
+    store = open_existing(Path(workspace))
+    try:
+        pin = _lineage.resolve(store, name, version)
+        return store.path(pin.name, pin.version)
+    finally:
+        store.close()
+
+
+def lock_entry(stage: str, workspace: str | Path = ".") -> _lock.StageLock:
+    """A stage's block in the workspace's `dvc_free_lock.yaml`."""
+    pinned = _lock.read(Path(workspace) / _lock.LOCK_NAME).stages
+    if stage not in pinned:
+        raise UsageError(f"the lock pins no stage `{stage}`{did_you_mean(stage, pinned)}")
+    return pinned[stage]
+
+
+def lineage(ref: str, workspace: str | Path = ".") -> nx.DiGraph:
+    """The lineage of an artifact version as a ``networkx.DiGraph``.
+
+    Nodes are runs (``run:<n>``: stage, status, fingerprint, config, metrics, W&B run) and
+    artifact versions (``artifact:<name>:<version>``: type, digest, size, files, path);
+    edges go artifact -> run for a use and run -> artifact for a log.
+    ``graph.graph["focus"]`` is the version asked for.
+    """
+    store = open_existing(Path(workspace))
+    try:
+        return _lineage.of(store, *_lineage.parse_ref(ref))
+    finally:
+        store.close()

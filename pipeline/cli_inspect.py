@@ -1,0 +1,200 @@
+"""The inspecting commands: dag, lineage, lock diff and lock verify (they print, like cli)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from pipeline import lock
+from pipeline.errors import LockError, UsageError
+
+EXIT_OK, EXIT_PROBLEMS = 0, 1
+
+
+def add_parsers(sub: Any) -> None:
+    """Add `dag`, `lineage` and `lock` to the command line's subparsers."""
+    from pipeline.diagram import FORMATS
+
+    dag = sub.add_parser("dag", help="the stage graph with each stage's state and versions")
+    dag.add_argument("--format", choices=FORMATS, default="ascii", help="default: ascii")
+    lineage = sub.add_parser("lineage", help="where an artifact version came from, what used it")
+    lineage.add_argument("ref", metavar="NAME[:VERSION]", help="e.g. model:v2 (default latest)")
+    lineage.add_argument("--json", action="store_true", help="print the graph as JSON")
+    lineage.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained page")
+    locks = sub.add_parser("lock", help="compare or check dvc_free_lock.yaml")
+    inner = locks.add_subparsers(dest="lock_command", required=True, parser_class=type(locks))
+    diff = inner.add_parser("diff", help="what changed between two locks, stage by stage")
+    diff.add_argument("old", nargs="?", default="HEAD", help="lock file or git revision (HEAD)")
+    diff.add_argument("new", nargs="?", help="lock file or git revision (the workspace's lock)")
+    diff.add_argument("--json", action="store_true", help="print a JSON document")
+    inner.add_parser("verify", help="re-hash every artifact version the lock pins")
+
+
+def _dag(args: argparse.Namespace) -> int:
+    from pipeline.diagram import render
+    from pipeline.graph import order
+    from pipeline.runner import open_project
+
+    project, _ = open_project(args.workspace)
+    steps = {s.stage: s for s in project.plan(order(project.graph))}
+    notes = {}
+    for stage, step in steps.items():
+        entry = project.lock.stages.get(stage)
+        versions = ", ".join(
+            f"{p.name}:{p.version}" for p in (entry.outputs if entry else {}).values()
+        )
+        notes[stage] = f"{step.state}" + (f" · {versions}" if versions else "")
+    print(render(project.graph, notes, args.format))
+    return EXIT_OK
+
+
+def _lineage(args: argparse.Namespace) -> int:
+    from pipeline import lineage
+    from pipeline.store import open_existing
+
+    store = open_existing(args.workspace)
+    graph = lineage.of(store, *lineage.parse_ref(args.ref))
+    if args.html:
+        from pipeline.report import render_html
+
+        args.html.write_text(render_html(graph), encoding="utf-8")
+        print(f"wrote {args.html}")
+    elif args.json:
+        doc = nx.node_link_data(graph, edges="edges")
+        print(json.dumps(doc, indent=2, sort_keys=True, default=str))
+    else:
+        print("\n".join(_tree(graph)))
+    return EXIT_OK
+
+
+def _describe(graph: nx.DiGraph, node: str) -> str:
+    n = graph.nodes[node]
+    if n["kind"] == "artifact":
+        return (
+            f"{n['name']}:{n['version']}  ({n['type']}, {n['files']} files, "
+            f"{n['size']} bytes, digest {n['digest'][:8]})"
+        )
+    wandb = f", W&B {n['wandb']['mode']} run {n['wandb']['id']}" if n["wandb"] else ""
+    return (
+        f"run #{n['run']} {n['stage']}  ({n['status']}, fingerprint {n['fingerprint'][:8]}{wandb})"
+    )
+
+
+def _tree(graph: nx.DiGraph) -> list[str]:
+    focus = graph.graph["focus"]
+    lines = [_describe(graph, focus), "made by:"]
+    lines += _walk(graph, focus, graph.predecessors, "  ", set()) or ["  (nothing: not made here)"]
+    lines.append("used by:")
+    lines += _walk(graph, focus, graph.successors, "  ", set()) or ["  (nothing yet)"]
+    return lines
+
+
+def _walk(
+    graph: nx.DiGraph, node: str, step: Callable[[str], Any], indent: str, seen: set[str]
+) -> list[str]:
+    lines = []
+    for nxt in sorted(step(node)):
+        again = nxt in seen
+        seen.add(nxt)
+        lines.append(f"{indent}{_describe(graph, nxt)}{'  (see above)' if again else ''}")
+        if graph.nodes[nxt]["kind"] == "run" and not again:
+            config = " ".join(
+                f"{k}={v}" for k, v in sorted(lock.flatten(graph.nodes[nxt]["config"]).items())
+            )
+            lines.append(f"{indent}  config: {config}")
+        if not again:
+            lines += _walk(graph, nxt, step, indent + "  ", seen)
+    return lines
+
+
+def _read_lock(ref: str, workspace: Path) -> lock.Lock:
+    """A lock from a file, or from a git revision of the workspace's lock."""
+    path = Path(ref)
+    if path.is_file():
+        return lock.read(path)
+    top = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"],
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if top.returncode != 0:
+        raise UsageError(
+            f"`{ref}` is not a lock file, and `{workspace}` is not in a git repository"
+        )
+    rel = (workspace / lock.LOCK_NAME).resolve().relative_to(Path(top.stdout.strip()).resolve())
+    shown = subprocess.run(
+        ["git", "show", f"{ref}:{rel.as_posix()}"],
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if shown.returncode != 0:
+        raise UsageError(f"`{ref}` is neither a lock file nor a git revision holding `{rel}`")
+    return lock.loads(shown.stdout, source=f"{ref}:{rel.as_posix()}")
+
+
+def _lock(args: argparse.Namespace) -> int:
+    if args.lock_command == "verify":
+        return _verify(args.workspace)
+    from pipeline.diff import diff
+
+    old = _read_lock(args.old, args.workspace)
+    new = (
+        _read_lock(args.new, args.workspace)
+        if args.new
+        else lock.read(args.workspace / lock.LOCK_NAME)
+    )
+    changes = diff(old, new)
+    if args.json:
+        doc = {
+            "stages": {c.stage: {"status": c.status, "changes": list(c.changes)} for c in changes}
+        }
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return EXIT_OK
+    for change in changes:
+        print(f"{change.stage}: {change.status}")
+        print("".join(f"  {line}\n" for line in change.changes), end="")
+    if not changes:
+        print("no changes")
+    return EXIT_OK
+
+
+def _verify(workspace: Path) -> int:
+    from pipeline.store import Store
+
+    pinned = lock.read(workspace / lock.LOCK_NAME)
+    if not pinned.stages:
+        raise LockError(f"`{workspace / lock.LOCK_NAME}` pins nothing to verify")
+    store = Store(workspace)
+    problems = 0
+    for stage, entry in sorted(pinned.stages.items()):
+        for pin in entry.outputs.values():
+            problem = store.verify(pin)
+            problems += problem is not None
+            state = "ok" if problem is None else "BAD"
+            print(
+                f"{state:4} {stage}: {pin.name}:{pin.version}" + (f": {problem}" if problem else "")
+            )
+    total = sum(len(e.outputs) for e in pinned.stages.values())
+    print(
+        f"{problems} of {total} pinned artifact versions have problems"
+        if problems
+        else f"all {total} pinned artifact versions are intact"
+    )
+    return EXIT_PROBLEMS if problems else EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "dag": _dag,
+    "lineage": _lineage,
+    "lock": _lock,
+}
