@@ -32,7 +32,17 @@ def _parser() -> argparse.ArgumentParser:
         help="folder holding the lock, .pipeline/ and outputs/ (default: .)",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run = sub.add_parser("run", help="bring STAGE up to date, running what is stale")
+    _add_run(sub.add_parser("run", help="bring STAGE up to date, running what is stale"))
+    status = sub.add_parser("status", help="say which stages are fresh, stale or never ran")
+    status.add_argument("stage", nargs="?", help="only this stage and its upstream")
+    status.add_argument("--json", action="store_true", help="print a JSON document (see README)")
+    sync = sub.add_parser("sync", help="upload offline W&B runs, producers before consumers")
+    sync.add_argument("--dry-run", action="store_true", help="print the order, upload nothing")
+    cli_inspect.add_parsers(sub)
+    return parser
+
+
+def _add_run(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "args",
         nargs="*",
@@ -66,13 +76,6 @@ def _parser() -> argparse.ArgumentParser:
         help="rerun and fail unless every fingerprint and digest matches the lock",
     )
     run.add_argument("--json", action="store_true", help="print a JSON document (see README)")
-    status = sub.add_parser("status", help="say which stages are fresh, stale or never ran")
-    status.add_argument("stage", nargs="?", help="only this stage and its upstream")
-    status.add_argument("--json", action="store_true", help="print a JSON document (see README)")
-    sync = sub.add_parser("sync", help="upload offline W&B runs, producers before consumers")
-    sync.add_argument("--dry-run", action="store_true", help="print the order, upload nothing")
-    cli_inspect.add_parsers(sub)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,27 +169,33 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         _print_steps(steps, args.json, planned=True)
         return EXIT_OK
-    started: dict[str, float] = {}
-
-    def report(event: str, step: Any) -> None:
-        if args.json:
-            return
-        if event == "start":
-            started[step.stage] = time.perf_counter()
-            print(f"{step.stage}: run ({'; '.join(step.reasons)})", flush=True)
-        elif step.action == "run":
-            secs = time.perf_counter() - started[step.stage]
-            made = ", ".join(f"{p.name} {p.version}" for p in step.outputs.values())
-            print(f"{step.stage}: done in {secs:.1f} s -> {made}", flush=True)
-        else:
-            print(_line(step), flush=True)
-
-    done = execute(project, steps, options, report)
+    done = execute(project, steps, options, _Progress(quiet=args.json))
     if args.json:
         _print_steps(done, True, planned=False)
     elif all(s.action != "run" for s in done):
         print(f"all {len(done)} stages are fresh; nothing to run")
     return EXIT_OK
+
+
+class _Progress:
+    """Prints each stage as it starts and ends (nothing under --json: stdout is the document)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.started: dict[str, float] = {}
+
+    def __call__(self, event: str, step: Any) -> None:
+        if self.quiet:
+            return
+        if event == "start":
+            self.started[step.stage] = time.perf_counter()
+            print(f"{step.stage}: run ({'; '.join(step.reasons)})", flush=True)
+        elif step.action == "run":
+            secs = time.perf_counter() - self.started[step.stage]
+            made = ", ".join(f"{p.name} {p.version}" for p in step.outputs.values())
+            print(f"{step.stage}: done in {secs:.1f} s -> {made}", flush=True)
+        else:
+            print(_line(step), flush=True)
 
 
 def _parse_use(project: Any, text: str, in_scope: list[str]) -> tuple[str, str]:
@@ -243,9 +252,8 @@ def _status(args: argparse.Namespace) -> int:
     project, _ = open_project(args.workspace, [], [])
     targets = [graph.check_stage(project.graph, args.stage)] if args.stage else list(project.graph)
     steps = project.plan(targets)
-    runs = {
-        s.stage: project.store.tracking(s.fingerprint) if s.fingerprint else None for s in steps
-    }
+    index = project.store.runs
+    runs = {s.stage: index.tracking(s.fingerprint) if s.fingerprint else None for s in steps}
     if args.json:
         doc = {
             "stages": {

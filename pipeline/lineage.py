@@ -35,7 +35,7 @@ def full(store: Store) -> nx.DiGraph:
             path=str(path) if path.is_dir() else None,
             images=images,
         )
-    for run in store.all_runs():
+    for run in store.runs.all():
         node = f"run:{run['run']}"
         graph.add_node(
             node,

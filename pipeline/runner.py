@@ -183,19 +183,7 @@ def _run(project: Project, step: Step, group: str) -> Step:
     staging = store.staging()
     stamp = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{staging.name[:6]}"
     run_dir = project.workspace / "outputs" / spec.name / stamp
-    types = {o.name: o.type for s in project.specs.values() for o in s.logs}
-    tracked = StageRun(
-        stage=spec.name,
-        config=state.config,
-        inputs={
-            a: ArtifactRef(p.name, types[a], store.path(p.name, p.version), p.version)
-            for a, p in step.inputs.items()
-        },
-        fingerprint=step.fingerprint,
-        group=group,
-        workspace=project.workspace,
-        media=frozenset(o.name for o in spec.logs if o.media),
-    )
+    tracked = _stage_run(project, step, group)
     overrides = [
         *state.overrides,
         f"hydra.run.dir={_quote(run_dir)}",
@@ -204,7 +192,7 @@ def _run(project: Project, step: Step, group: str) -> Step:
         *(f"hydra.callbacks.wandb.{k}={_quote(v)}" for k, v in sorted(project.wandb.items())),
     ]
     env = environment()
-    run_id = store.start_run(
+    run_id = store.runs.start(
         spec.name, step.fingerprint, step.inputs, state.config, state.code_digest, env
     )
     outputs: dict[str, OutputPin] = {}
@@ -219,15 +207,33 @@ def _run(project: Project, step: Step, group: str) -> Step:
                 version_base="1.3",
             )
     except (Exception, KeyboardInterrupt) as exc:
-        store.end_run(run_id, None, {}, tracked.tracking)
+        store.runs.end(run_id, None, {}, tracked.tracking)
         if isinstance(exc, KeyboardInterrupt):
             raise
         detail = exc if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
         raise StageFailed(f"stage `{spec.name}` failed: {detail}") from exc
     finally:
         store.clean_tmp(staging)
-    store.end_run(run_id, outputs, tracked.metrics, tracked.tracking)
+    store.runs.end(run_id, outputs, tracked.metrics, tracked.tracking)
     return replace(step, outputs=outputs, metrics=tracked.metrics, environment=env)
+
+
+def _stage_run(project: Project, step: Step, group: str) -> StageRun:
+    """What the W&B callback needs to know of this stage run."""
+    spec, store = project.specs[step.stage], project.store
+    types = {o.name: o.type for s in project.specs.values() for o in s.logs}
+    return StageRun(
+        stage=spec.name,
+        config=project.states[step.stage].config,
+        inputs={
+            a: ArtifactRef(p.name, types[a], store.path(p.name, p.version), p.version)
+            for a, p in step.inputs.items()
+        },
+        fingerprint=step.fingerprint or "",
+        group=group,
+        workspace=project.workspace,
+        media=frozenset(o.name for o in spec.logs if o.media),
+    )
 
 
 def _task(

@@ -18,6 +18,7 @@ from pipeline.digest import file_md5, manifest_digest
 from pipeline.errors import StoreError
 from pipeline.lock import InputPin, OutputPin
 from pipeline.plan import CachedRun
+from pipeline.runs import RunIndex
 
 STORE_DIR = ".pipeline"
 _INDEX_VERSION = 1
@@ -74,6 +75,7 @@ class Store:
                 f"expected {_INDEX_VERSION}); move it away and rerun to rebuild the store"
             )
         self._db.executescript(_SCHEMA + f"PRAGMA user_version={_INDEX_VERSION};")
+        self.runs = RunIndex(self._db, self._transaction)
 
     def close(self) -> None:
         """Close the index."""
@@ -247,32 +249,6 @@ class Store:
             for n, v, t, d, s, f in rows
         ]
 
-    def all_runs(self) -> list[dict[str, Any]]:
-        """Every stage run with what it used, made, and ran with, oldest first."""
-        rows = self._db.execute(
-            "SELECT id, stage, fingerprint, status, inputs, outputs, metrics, tracking, config, "
-            "code FROM runs ORDER BY id"
-        ).fetchall()
-        keys = (
-            "run",
-            "stage",
-            "fingerprint",
-            "status",
-            "inputs",
-            "outputs",
-            "metrics",
-            "wandb",
-            "config",
-            "code_digest",
-        )
-        decoded = []
-        for row in rows:
-            run = dict(zip(keys, row, strict=True))
-            for key in ("inputs", "outputs", "metrics", "wandb", "config"):
-                run[key] = json.loads(run[key] or "{}")
-            decoded.append(run)
-        return decoded
-
     def versions(self, name: str) -> list[str]:
         """The versions of an artifact, oldest first."""
         rows = self._db.execute(
@@ -281,100 +257,9 @@ class Store:
         return [f"v{v}" for (v,) in rows]
 
     # -- runs ------------------------------------------------------------------
-    def start_run(
-        self,
-        stage: str,
-        fingerprint: str,
-        inputs: Mapping[str, InputPin],
-        config: Mapping[str, Any] | None = None,
-        code_digest: str = "",
-        environment: Mapping[str, str] | None = None,
-    ) -> int:
-        """Record a stage run as started; returns its id."""
-        with self._transaction() as db:
-            cur = db.execute(
-                "INSERT INTO runs (stage, fingerprint, status, started, inputs, config, code, "
-                "environment) VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
-                (
-                    stage,
-                    fingerprint,
-                    time.time(),
-                    json.dumps({k: vars(v) for k, v in inputs.items()}, sort_keys=True),
-                    json.dumps(dict(config or {}), sort_keys=True),
-                    code_digest,
-                    json.dumps(dict(environment or {}), sort_keys=True),
-                ),
-            )
-            return int(cur.lastrowid or 0)
-
-    def end_run(
-        self,
-        run_id: int,
-        outputs: Mapping[str, OutputPin] | None,
-        metrics: Mapping[str, Any],
-        tracking: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Record a run's end: its outputs on success, ``None`` on failure."""
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE runs SET status=?, ended=?, outputs=?, metrics=?, tracking=? WHERE id=?",
-                (
-                    "ok" if outputs is not None else "failed",
-                    time.time(),
-                    json.dumps({k: vars(v) for k, v in (outputs or {}).items()}, sort_keys=True),
-                    json.dumps(dict(metrics), sort_keys=True),
-                    json.dumps(dict(tracking or {}), sort_keys=True),
-                    run_id,
-                ),
-            )
-
     def cached(self, fingerprint: str) -> CachedRun | None:
-        """The latest successful run with this fingerprint."""
-        row = self._db.execute(
-            "SELECT outputs, metrics, environment FROM runs WHERE fingerprint=? AND status='ok' "
-            "ORDER BY id DESC LIMIT 1",
-            (fingerprint,),
-        ).fetchone()
-        if row is None:
-            return None
-        outputs = {k: OutputPin(**v) for k, v in json.loads(row[0]).items()}
-        return CachedRun(outputs, json.loads(row[1]), json.loads(row[2] or "{}"))
-
-    def tracking(self, fingerprint: str) -> dict[str, Any] | None:
-        """The W&B run of the latest successful run with this fingerprint, if it had one."""
-        row = self._db.execute(
-            "SELECT tracking FROM runs WHERE fingerprint=? AND status='ok' "
-            "ORDER BY id DESC LIMIT 1",
-            (fingerprint,),
-        ).fetchone()
-        found: dict[str, Any] = json.loads(row[0] or "{}") if row else {}
-        return found if found.get("id") else None
-
-    def tracked_runs(self) -> list[dict[str, Any]]:
-        """Every run with a W&B record: id, stage, inputs, outputs and tracking, oldest first."""
-        rows = self._db.execute(
-            "SELECT id, stage, inputs, outputs, tracking FROM runs "
-            "WHERE tracking LIKE '%\"id\"%' ORDER BY id"
-        ).fetchall()
-        return [
-            {
-                "run": run_id,
-                "stage": stage,
-                "inputs": json.loads(inputs or "{}"),
-                "outputs": json.loads(outputs or "{}"),
-                "tracking": json.loads(tracking),
-            }
-            for run_id, stage, inputs, outputs, tracking in rows
-        ]
-
-    def mark_synced(self, run_id: int) -> None:
-        """Record that a run's offline W&B record was uploaded."""
-        with self._transaction() as db:
-            (text,) = db.execute("SELECT tracking FROM runs WHERE id=?", (run_id,)).fetchone()
-            db.execute(
-                "UPDATE runs SET tracking=? WHERE id=?",
-                (json.dumps({**json.loads(text), "synced": True}, sort_keys=True), run_id),
-            )
+        """The latest successful run with this fingerprint (the plan's run cache)."""
+        return self.runs.cached(fingerprint)
 
     def clean_tmp(self, folder: Path) -> None:
         """Remove a staging folder."""

@@ -31,7 +31,7 @@ def pending(store: Store) -> list[Pending]:
     link to a version that is already on the server, hence one run at a time, in the
     topological order of the lineage (ties by start order).
     """
-    runs = store.tracked_runs()
+    runs = store.runs.tracked()
     todo = {
         r["run"]: r
         for r in runs
@@ -74,4 +74,4 @@ def sync(store: Store, runs: list[Pending], upload: Callable[[Path], None] = wan
                 "needs it (and the files it staged) on this machine to sync"
             )
         upload(run.folder)
-        store.mark_synced(run.run)
+        store.runs.mark_synced(run.run)

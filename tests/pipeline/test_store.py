@@ -84,11 +84,11 @@ def test_an_empty_output_is_refused(store: Store) -> None:
 
 def test_run_cache_returns_the_last_successful_run(store: Store) -> None:
     pin = store.commit(_stage_output(store, {"a": b"xy"}), "model", "model")
-    failed = store.start_run("train", "fp1", {})
-    store.end_run(failed, None, {})
+    failed = store.runs.start("train", "fp1", {})
+    store.runs.end(failed, None, {})
     assert store.cached("fp1") is None
-    ok = store.start_run("train", "fp1", {"dataset": InputPin("d", "v0", "x")})
-    store.end_run(ok, {"model": pin}, {"acc": 0.5})
+    ok = store.runs.start("train", "fp1", {"dataset": InputPin("d", "v0", "x")})
+    store.runs.end(ok, {"model": pin}, {"acc": 0.5})
     cached = store.cached("fp1")
     assert cached is not None
     assert cached.outputs == {"model": pin}

@@ -21,12 +21,12 @@ def _run(
     mode: str = "offline",
 ) -> int:
     inputs = {k: InputPin(k, "v0", d) for k, d in uses.items()}
-    run = store.start_run(stage, f"fp-{stage}", inputs)
+    run = store.runs.start(stage, f"fp-{stage}", inputs)
     folder = tmp / f"offline-run-{stage}"
     folder.mkdir(exist_ok=True)
     outputs = {k: OutputPin(k, k, "v0", d, 1, 1) for k, d in makes.items()}
     tracking = {"id": f"id-{stage}", "mode": mode, "dir": str(folder)}
-    store.end_run(run, outputs, {}, tracking)
+    store.runs.end(run, outputs, {}, tracking)
     return run
 
 
@@ -54,7 +54,7 @@ def test_each_run_is_uploaded_once(store: Store, tmp_path: Path) -> None:
     sync.sync(store, sync.pending(store), uploaded.append)
     assert [p.name for p in uploaded] == ["offline-run-prepare", "offline-run-train"]
     assert sync.pending(store) == []
-    assert store.tracking("fp-train") == {
+    assert store.runs.tracking("fp-train") == {
         "id": "id-train",
         "mode": "offline",
         "dir": str(tmp_path / "offline-run-train"),
