@@ -76,12 +76,24 @@ def _add_run(run: argparse.ArgumentParser) -> None:
         help="rerun and fail unless every fingerprint and digest matches the lock",
     )
     run.add_argument("--json", action="store_true", help="print a JSON document (see README)")
+    run.add_argument(
+        "-m",
+        "--multirun",
+        action="store_true",
+        help="sweep: one member per combination of comma-separated values (not sticky)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     try:
-        args = _parser().parse_args(argv)
+        parser = _parser()
+        args, extra = parser.parse_known_args(argv)
+        # `run STAGE -m a.b=1,2 c.d=3`: overrides after a flag are still the run's positionals.
+        if extra and args.command == "run" and not any(e.startswith("-") for e in extra):
+            args.args += extra
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         workspace = args.workspace.resolve()
         if not workspace.is_dir():
             raise UsageError(f"workspace `{workspace}` is not a folder; create it or pass another")
@@ -124,6 +136,11 @@ def _stage_and_overrides(args: list[str]) -> tuple[str | None, list[str], dict[s
     stage = args[0] if args and "=" not in args[0] and "." not in args[0] else None
     rest = args[1:] if stage else args
     tracking = {}
+    for arg in [a for a in rest if a.startswith("hydra/") or a.startswith("hydra.")]:
+        raise UsageError(
+            f"`{arg}`: Hydra's own settings are not supported yet; sweeps (-m) run their "
+            "members one after another in this process"
+        )
     for arg in [a for a in rest if a.startswith("wandb.")]:
         key, _, value = arg.removeprefix("wandb.").partition("=")
         if key not in _WANDB_KEYS or not value:
@@ -148,7 +165,9 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(
             "`--frozen` reproduces the lock as it is: drop the overrides, --reset, --use and --only"
         )
-    project, overrides = open_project(args.workspace, overrides_argv, args.reset)
+    project, overrides = open_project(
+        args.workspace, overrides_argv, args.reset, multirun=args.multirun
+    )
     project.wandb.update(tracking)
     targets = [graph.check_stage(project.graph, stage)] if stage else graph.sinks(project.graph)
     in_scope = targets if args.only else graph.order(project.graph, targets)

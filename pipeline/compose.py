@@ -38,6 +38,30 @@ def split_overrides(args: Iterable[str], stages: Sequence[str]) -> dict[str, lis
     return found
 
 
+def sweep_values(stage: str, overrides: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """``["lr=1e-3,1e-2", "epochs=3"]`` -> ``[("lr", ["0.001", "0.01"]), ("epochs", ["3"])]``.
+
+    Hydra's own override grammar decides what a sweep is (commas, ``range(...)``,
+    ``choice(...)``), so values read as they would in ``python app.py -m ...``.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"cannot read the sweep of `{stage}`: {first}") from exc
+    found = []
+    for override in parsed:
+        if override.is_sweep_override():
+            values = list(override.sweep_string_iterator())
+        else:
+            values = [override.get_value_element_as_str()]
+        found.append((override.get_key_element(), values))
+    return found
+
+
 def override_key(override: str) -> str:
     """The config key an override sets: ``+model.width=3`` -> ``model.width``."""
     return override.lstrip("+~").split("=", 1)[0]

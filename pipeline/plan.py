@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import networkx as nx
 
 from pipeline import digest
 from pipeline.errors import UsageError
-from pipeline.graph import order, producers
+from pipeline.graph import order
 from pipeline.lock import InputPin, Lock, OutputPin, StageLock, flatten
+from pipeline.sweep import Member, expand
 
 Action = Literal["run", "reuse", "pin"]
 
@@ -24,6 +25,7 @@ class StageState:
     overrides: tuple[str, ...]
     code: Mapping[str, str]
     artifacts: Mapping[str, str]  # logical output name -> stored artifact name
+    stage: str = ""  # the stage this is a member of
 
     @property
     def code_digest(self) -> str:
@@ -91,26 +93,35 @@ def plan(
     lock: Lock,
     index: Index,
     options: Options = Options(),
+    members: Sequence[Member] | None = None,
 ) -> list[Step]:
-    """Steps for ``targets`` and their ancestors, in a deterministic topological order."""
-    made_by = producers(graph)
-    known: dict[str, InputPin | None] = {}
+    """Steps for ``targets`` and their ancestors, in a deterministic topological order.
+
+    Without ``members`` each stage is one member keyed by its name; a sweep passes
+    its expanded members (see :func:`pipeline.sweep.expand`), keyed as in the lock.
+    """
+    wanted = set(order(graph, targets))
+    todo = [m for m in (members or expand(graph, targets)) if m.stage in wanted]
+    known: dict[tuple[str, str], InputPin | None] = {}
     steps: list[Step] = []
-    for name in order(graph, targets):
-        pinned = _pinned(name, graph, lock, index, options, targets)
-        if pinned is not None:
-            steps.append(pinned)
-            known.update({k: _as_input(v) for k, v in pinned.outputs.items()})
-            continue
-        step = decide(name, graph, stages[name], lock.stages.get(name), index, options, known)
-        if step.action == "run" and step.fingerprint is None and "never ran" not in step.reasons:
-            rebuilt = [a for a in graph.nodes[name]["uses"] if known.get(a) is None]
-            step = _with_reasons(
-                step, [f"input {a} is rebuilt by `{made_by[a]}` first" for a in rebuilt]
+    for member in todo:
+        step = _pinned(member, lock, index, options, targets)
+        if step is None:
+            step = decide(
+                member, stages[member.key], lock.stages.get(member.key), index, options, known
             )
+        if step.action == "run" and step.fingerprint is None and "never ran" not in step.reasons:
+            rebuilt = [
+                (slot, made_by)
+                for slot, made_by, artifact in member.inputs
+                if known.get((made_by, artifact)) is None
+            ]
+            extra = [f"input {slot} is rebuilt by `{made_by}` first" for slot, made_by in rebuilt]
+            step = replace(step, reasons=(*extra, *step.reasons))
         steps.append(step)
-        known.update({k: _as_input(v) for k, v in step.outputs.items()})
-        known.update({k: None for k in graph.nodes[name]["logs"] if k not in step.outputs})
+        for artifact in member.logs:
+            pin = step.outputs.get(artifact)
+            known[(member.key, artifact)] = _as_input(pin) if pin else None
     return steps
 
 
@@ -118,35 +129,25 @@ def _as_input(pin: OutputPin) -> InputPin:
     return InputPin(pin.name, pin.version, pin.digest)
 
 
-def _with_reasons(step: Step, extra: list[str]) -> Step:
-    return Step(step.stage, step.action, (*extra, *step.reasons), step.fingerprint)
-
-
 def _pinned(
-    name: str,
-    graph: nx.DiGraph,
-    lock: Lock,
-    index: Index,
-    options: Options,
-    targets: Sequence[str],
+    member: Member, lock: Lock, index: Index, options: Options, targets: Sequence[str]
 ) -> Step | None:
-    """A ``pin`` step when ``--only`` or ``--use`` supplies this stage's outputs."""
-    logs: tuple[str, ...] = graph.nodes[name]["logs"]
-    entry = lock.stages.get(name)
-    if options.only and name not in targets:
+    """A ``pin`` step when ``--only`` or ``--use`` supplies this member's outputs."""
+    name, entry = member.key, lock.stages.get(member.key)
+    if options.only and member.stage not in targets:
         if entry is None:
             raise UsageError(
                 f"`--only` needs the outputs of `{name}` pinned in the lock, and it has none; "
-                f"run `python -m pipeline run {name}` first"
+                f"run `python -m pipeline run {member.stage}` first"
             )
         return Step(
             name, "pin", ("pinned by the lock (--only)",), entry.fingerprint, outputs=entry.outputs
         )
-    used = {a: options.use[a] for a in logs if a in options.use}
+    used = {a: options.use[a] for a in member.logs if a in options.use}
     if not used:
         return None
-    if len(used) < len(logs):
-        missing = ", ".join(sorted(set(logs) - set(used)))
+    if len(used) < len(member.logs):
+        missing = ", ".join(sorted(set(member.logs) - set(used)))
         raise UsageError(f"`--use` pins only part of `{name}`'s outputs; pin {missing} too")
     outputs = {}
     for artifact, ref in used.items():
@@ -163,24 +164,27 @@ def _pinned(
 
 
 def decide(
-    name: str,
-    graph: nx.DiGraph,
+    member: Member,
     state: StageState,
     entry: StageLock | None,
     index: Index,
     options: Options,
-    known: Mapping[str, InputPin | None],
+    known: Mapping[tuple[str, str], InputPin | None],
 ) -> Step:
-    """The step for one stage, given what is known of its inputs (``None``: not built yet)."""
-    uses: tuple[str, ...] = graph.nodes[name]["uses"]
-    pins = {a: pin for a in uses if (pin := known[a]) is not None}
-    reasons = staleness(name, state, entry, pins)
-    if len(pins) < len(uses):
+    """The step for one member, given what is known of its inputs (``None``: not built yet)."""
+    name = member.key
+    pins = {
+        slot: pin
+        for slot, made_by, artifact in member.inputs
+        if (pin := known.get((made_by, artifact))) is not None
+    }
+    reasons = staleness(member.stage, state, entry, pins)
+    if len(pins) < len(member.inputs):
         return Step(name, "run", reasons)
     fp = digest.fingerprint(
-        name, state.code_digest, state.config, {a: p.digest for a, p in pins.items()}
+        member.stage, state.code_digest, state.config, {a: p.digest for a, p in pins.items()}
     )
-    if name in options.force:
+    if member.stage in options.force:
         return Step(name, "run", ("forced", *reasons), fp, pins)
     if entry is not None and entry.fingerprint == fp:
         missing = [
@@ -189,16 +193,14 @@ def decide(
             if not index.intact(p)
         ]
         if not missing:
-            return Step(
-                name, "reuse", (), fp, pins, entry.outputs, entry.metrics, entry.environment
-            )
+            kept = (entry.outputs, entry.metrics, entry.environment)
+            return Step(name, "reuse", (), fp, pins, *kept)
         return Step(name, "run", tuple(missing), fp, pins)
     cached = index.cached(fp)
     if cached is not None and all(index.intact(p) for p in cached.outputs.values()):
         reasons = (*reasons, "same fingerprint ran before: outputs restored from the store")
-        return Step(
-            name, "reuse", reasons, fp, pins, cached.outputs, cached.metrics, cached.environment
-        )
+        kept = (cached.outputs, cached.metrics, cached.environment)
+        return Step(name, "reuse", reasons, fp, pins, *kept)
     return Step(name, "run", reasons or ("fingerprint changed",), fp, pins)
 
 

@@ -22,6 +22,7 @@ from pipeline.lock import InputPin, Lock, OutputPin, StageLock
 from pipeline.plan import Options, StageState, Step, decide, plan
 from pipeline.spec import OUT_PARAM, StageSpec
 from pipeline.store import Store
+from pipeline.sweep import Member, expand, slot_label
 
 Report = Callable[[str, Step], None]
 
@@ -35,7 +36,8 @@ class Project:
     graph: nx.DiGraph
     lock: Lock
     store: Store
-    states: dict[str, StageState]
+    states: dict[str, StageState]  # by member key: the stage's name outside a sweep
+    members: dict[str, Member]
     wandb: dict[str, str] = field(default_factory=dict)  # W&B callback options
 
     @property
@@ -45,7 +47,22 @@ class Project:
 
     def plan(self, targets: Sequence[str], options: Options | None = None) -> list[Step]:
         """The plan for these targets against the lock and the store."""
-        return plan(self.graph, targets, self.states, self.lock, self.store, options or Options())
+        members = list(self.members.values())
+        return plan(
+            self.graph, targets, self.states, self.lock, self.store, options or Options(), members
+        )
+
+    def member_graph(self) -> nx.DiGraph:
+        """Members and the artifacts between them, as the stage graph is for stages."""
+        graph: nx.DiGraph = nx.DiGraph()
+        for member in self.members.values():
+            graph.add_node(member.key, uses=(), logs=member.logs)
+            for _, made_by, artifact in member.inputs:
+                if graph.has_edge(made_by, member.key):
+                    graph.edges[made_by, member.key]["artifacts"] += (artifact,)
+                else:
+                    graph.add_edge(made_by, member.key, artifacts=(artifact,))
+        return graph
 
 
 def load(
@@ -53,8 +70,13 @@ def load(
     specs: Iterable[StageSpec],
     overrides: Mapping[str, Sequence[str]] | None = None,
     reset: Iterable[str] = (),
+    sweep: Mapping[str, Sequence[tuple[str, Sequence[str]]]] | None = None,
 ) -> Project:
-    """Validate the DAG, read the lock, and compose every stage's config with its overrides."""
+    """Validate the DAG, read the lock, and compose every member's config with its overrides.
+
+    A stage's config is the code's defaults, plus the overrides its lock block recorded
+    (unless ``reset``), plus new ``overrides``, plus a sweep member's own values.
+    """
     specs_by_name = {s.name: s for s in specs}
     dag = graph.build(
         graph.Node(s.name, s.uses, tuple(o.name for o in s.logs)) for s in specs_by_name.values()
@@ -62,20 +84,25 @@ def load(
     current = lock.read(workspace / lock.LOCK_NAME)
     compose.register(specs_by_name.values())
     callback.register()
-    reset = set(reset)
+    fan_in = {name: spec.fan_in for name, spec in specs_by_name.items()}
+    members = {m.key: m for m in expand(dag, list(dag), sweep, fan_in)}
+    code = {
+        name: code_files(code_root(spec), [spec.module]) for name, spec in specs_by_name.items()
+    }
     states = {}
-    for name, spec in specs_by_name.items():
-        entry = current.stages.get(name)
-        recorded = () if name in reset or entry is None else entry.overrides
-        merged = compose.merge(recorded, (overrides or {}).get(name, ()))
+    for key, member in members.items():
+        spec, entry = specs_by_name[member.stage], current.stages.get(member.stage)
+        recorded = () if member.stage in set(reset) or entry is None else entry.overrides
+        merged = compose.merge(recorded, [*(overrides or {}).get(member.stage, ()), *member.own])
         composed = compose.compose(spec, merged)
-        states[name] = StageState(
+        states[key] = StageState(
             config=composed.config,
             overrides=merged,
-            code=code_files(code_root(spec), [spec.module]),
+            code=code[member.stage],
             artifacts={o.name: o.artifact_name(composed.choices) for o in spec.logs},
+            stage=member.stage,
         )
-    return Project(workspace, specs_by_name, dag, current, Store(workspace), states)
+    return Project(workspace, specs_by_name, dag, current, Store(workspace), states, members)
 
 
 # Libraries whose version can change a stage's bits; recorded in the lock, not fingerprinted.
@@ -94,9 +121,15 @@ def environment() -> dict[str, str]:
 
 
 def open_project(
-    workspace: Path, argv_overrides: Sequence[str] = (), reset: Sequence[str] = ()
+    workspace: Path,
+    argv_overrides: Sequence[str] = (),
+    reset: Sequence[str] = (),
+    multirun: bool = False,
 ) -> tuple[Project, dict[str, list[str]]]:
-    """The project of `stages.STAGES` in a workspace, with command-line overrides applied."""
+    """The project of `stages.STAGES` in a workspace, with command-line overrides applied.
+
+    With ``multirun`` the overrides define a sweep's members and stick to nothing.
+    """
     import stages
 
     names = [s.name for s in stages.STAGES]
@@ -104,8 +137,11 @@ def open_project(
     for name in reset:
         if name.replace("-", "_") not in names:
             raise UsageError(f"`--reset {name}`: no such stage; stages are {', '.join(names)}")
-    project = load(workspace, stages.STAGES, overrides, [r.replace("-", "_") for r in reset])
-    return project, overrides
+    resets = [r.replace("-", "_") for r in reset]
+    if not multirun:
+        return load(workspace, stages.STAGES, overrides, resets), overrides
+    sweep = {stage: compose.sweep_values(stage, ovs) for stage, ovs in overrides.items()}
+    return load(workspace, stages.STAGES, None, resets, sweep), overrides
 
 
 def code_root(spec: StageSpec) -> Path:
@@ -122,7 +158,7 @@ def execute(
     project: Project, steps: Sequence[Step], options: Options, report: Report
 ) -> list[Step]:
     """Carry out the steps in order; the lock is rewritten after each stage that changed it."""
-    known: dict[str, InputPin | None] = {}
+    known: dict[tuple[str, str], InputPin | None] = {}
     done: list[Step] = []
     # One W&B group per invocation: the runs of one `pipeline run` sit together.
     group = f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -131,7 +167,8 @@ def execute(
             # Upstream outputs exist now: an input rebuilt unchanged may make this fresh.
             entry = project.lock.stages.get(step.stage)
             state = project.states[step.stage]
-            step = decide(step.stage, project.graph, state, entry, project.store, options, known)
+            member = project.members[step.stage]
+            step = decide(member, state, entry, project.store, options, known)
         if step.action == "run":
             if options.frozen:
                 _check_frozen_before(project, step)
@@ -142,7 +179,8 @@ def execute(
         report("done", step)
         if step.action != "pin":
             _record(project, step)
-        known.update({k: InputPin(p.name, p.version, p.digest) for k, p in step.outputs.items()})
+        for artifact, pin in step.outputs.items():
+            known[(step.stage, artifact)] = InputPin(pin.name, pin.version, pin.digest)
         done.append(step)
     return done
 
@@ -178,7 +216,8 @@ def _quote(value: object) -> str:
 def _run(project: Project, step: Step, group: str) -> Step:
     from hydra_zen import launch
 
-    spec, state, store = project.specs[step.stage], project.states[step.stage], project.store
+    state, store = project.states[step.stage], project.store
+    spec = project.specs[state.stage]
     assert step.fingerprint is not None
     staging = store.staging()
     stamp = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{staging.name[:6]}"
@@ -200,7 +239,7 @@ def _run(project: Project, step: Step, group: str) -> Step:
         with tracking(tracked):
             launch(
                 spec.config,
-                _task(project, spec, tracked, staging, outputs),
+                _task(project, step.stage, spec, tracked, staging, outputs),
                 overrides=overrides,
                 config_name=spec.name,
                 job_name=spec.name,
@@ -220,14 +259,17 @@ def _run(project: Project, step: Step, group: str) -> Step:
 
 def _stage_run(project: Project, step: Step, group: str) -> StageRun:
     """What the W&B callback needs to know of this stage run."""
-    spec, store = project.specs[step.stage], project.store
+    state, store = project.states[step.stage], project.store
+    spec = project.specs[state.stage]
     types = {o.name: o.type for s in project.specs.values() for o in s.logs}
     return StageRun(
         stage=spec.name,
-        config=project.states[step.stage].config,
+        config=state.config,
         inputs={
-            a: ArtifactRef(p.name, types[a], store.path(p.name, p.version), p.version)
-            for a, p in step.inputs.items()
+            slot: ArtifactRef(
+                p.name, types[_artifact(slot)], store.path(p.name, p.version), p.version
+            )
+            for slot, p in step.inputs.items()
         },
         fingerprint=step.fingerprint or "",
         group=group,
@@ -238,6 +280,7 @@ def _stage_run(project: Project, step: Step, group: str) -> StageRun:
 
 def _task(
     project: Project,
+    member_key: str,
     spec: StageSpec,
     tracked: StageRun,
     staging: Path,
@@ -254,9 +297,13 @@ def _task(
     from omegaconf import DictConfig, OmegaConf
 
     task = zen(spec.task)
-    paths = {a: str(ref.path) for a, ref in tracked.inputs.items()}
-    paths[OUT_PARAM] = str(staging)
-    names = project.states[spec.name].artifacts
+    paths: dict[str, Any] = {OUT_PARAM: str(staging)}
+    for slot, ref in tracked.inputs.items():
+        if _artifact(slot) in spec.fan_in:  # gathered inputs arrive as {member label: folder}
+            paths.setdefault(_artifact(slot), {})[slot_label(slot)] = str(ref.path)
+        else:
+            paths[slot] = str(ref.path)
+    names = project.states[member_key].artifacts
 
     def run(cfg: Any) -> Any:
         merged = OmegaConf.merge(cfg, paths)
@@ -271,6 +318,11 @@ def _task(
         return tracked.metrics
 
     return run
+
+
+def _artifact(slot: str) -> str:
+    """The artifact a slot carries: ``evaluation@train.lr=0.1`` -> ``evaluation``."""
+    return slot.split("@", 1)[0]
 
 
 def _plain(metrics: Mapping[str, Any]) -> dict[str, Any]:

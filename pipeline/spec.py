@@ -41,6 +41,8 @@ class StageSpec:
     written to ``out / <output name>``.  ``config`` is the hydra-zen config of
     the task (``builds(task, populate_full_signature=True, ...)``) and
     ``groups`` maps a config group to its options (``{"model": {"mlp": ...}}``).
+    An input listed in ``fan_in`` gathers every member of a sweep: the task gets a
+    mapping ``{member label: folder}`` (``{"default": folder}`` outside a sweep).
     """
 
     name: str
@@ -48,6 +50,7 @@ class StageSpec:
     config: Any
     uses: tuple[str, ...] = ()
     logs: tuple[Output, ...] = ()
+    fan_in: tuple[str, ...] = ()
     groups: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property

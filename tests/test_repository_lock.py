@@ -22,6 +22,8 @@ def test_the_committed_lock_matches_the_code_and_default_config(spec: StageSpec)
     code = digest.code_files(code_root(spec), [spec.module])
     inputs = {name: pin.digest for name, pin in entry.inputs.items()}
     assert entry.overrides == ()
+    # Made from a fresh store, as a fresh clone reproduces it: every version is v0.
+    assert {pin.version for pin in [*entry.inputs.values(), *entry.outputs.values()]} <= {"v0"}
     assert entry.code == code, "stage code changed: rerun `python -m pipeline run` and commit"
     assert entry.config == config, "defaults changed: rerun `python -m pipeline run` and commit"
     assert (

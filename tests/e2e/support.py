@@ -16,6 +16,11 @@ FAST = ("train.epochs=2",)
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
+def env_for(workspace: Path) -> dict[str, str]:
+    """The environment the CLI runs with in a test workspace."""
+    return _env(workspace.parent)
+
+
 def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(

@@ -1,0 +1,117 @@
+"""Sweeps on the real CLI: members fan out, plot fans in, reruns reuse, a killed sweep resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from tests.e2e.support import Cli, actions, env_for
+from tests.wandb_records import read_all
+
+SWEEP = ("-m", "train.lr=1e-3,1e-2", "train.model=mlp,cnn", "train.epochs=2")
+MEMBERS = [
+    f"train.epochs=2,train.lr={lr},train.model={model}"
+    for lr in ("0.001", "0.01")
+    for model in ("mlp", "cnn")
+]
+PLOT = "plot[train.epochs=2,train.lr=0.001|0.01,train.model=cnn|mlp]"
+
+
+def _lock(workspace: Path) -> dict:
+    return yaml.safe_load((workspace / "dvc_free_lock.yaml").read_text())["stages"]
+
+
+def test_a_sweep_fans_out_to_members_and_plot_fans_in(cli: Cli, workspace: Path) -> None:
+    before = len(read_all(workspace / "wandb"))
+    result = cli("run", "plot", *SWEEP, "--json")
+    expected = {"prepare_data": "reuse"}
+    expected |= {f"train[{m}]": "run" for m in MEMBERS}
+    expected |= {f"evaluate[{m}]": "run" for m in MEMBERS}
+    expected[PLOT] = "run"
+    assert actions(result) == expected
+    lock = _lock(workspace)
+    assert set(expected) <= set(lock)
+    # Four distinct models, each evaluated once; the fan-in uses all of them.
+    models = {lock[f"train[{m}]"]["outputs"]["model"]["digest"] for m in MEMBERS}
+    assert len(models) == 4
+    plot_inputs = lock[PLOT]["inputs"]
+    assert sorted(plot_inputs) == sorted(
+        [f"evaluation@{m}" for m in MEMBERS] + [f"model@{m}" for m in MEMBERS]
+    )
+    for member in MEMBERS:
+        assert plot_inputs[f"evaluation@{member}"] == {
+            k: lock[f"evaluate[{member}]"]["outputs"]["evaluation"][k]
+            for k in ("name", "version", "digest")
+        }
+    assert lock[PLOT]["metrics"]["members"] == 4
+    # W&B: one run per member, and a fan-in run whose uses are all members' outputs.
+    runs = read_all(workspace / "wandb")[before:]
+    assert sorted(r.job_type for r in runs) == sorted(["train"] * 4 + ["evaluate"] * 4 + ["plot"])
+    assert len({r.group for r in runs}) == 1
+    (plot,) = [r for r in runs if r.job_type == "plot"]
+    logged = {a["digest"] for r in runs if r.job_type in ("train", "evaluate") for a in r.logs}
+    assert {u["digest"] for u in plot.uses} == logged
+    assert len(plot.uses) == 8
+
+
+def test_a_rerun_reuses_and_a_new_value_runs_only_new_members(cli: Cli, workspace: Path) -> None:
+    cli("run", "plot", *SWEEP)
+    again = actions(cli("run", "plot", *SWEEP, "--json"))
+    assert set(again.values()) == {"reuse"}
+    wider = ("-m", "train.lr=1e-3,1e-2,1e-1", "train.model=mlp,cnn", "train.epochs=2")
+    ran = sorted(k for k, a in actions(cli("run", "plot", *wider, "--json")).items() if a == "run")
+    assert ran == sorted(
+        [
+            f"{s}[train.epochs=2,train.lr=0.1,train.model={m}]"
+            for s in ("train", "evaluate")
+            for m in ("mlp", "cnn")
+        ]
+        + ["plot[train.epochs=2,train.lr=0.001|0.01|0.1,train.model=cnn|mlp]"]
+    )
+
+
+def test_a_sweep_does_not_change_the_single_runs(cli: Cli, workspace: Path) -> None:
+    single = {k: v for k, v in _lock(workspace).items() if "[" not in k}
+    cli("run", "plot", *SWEEP)
+    assert {k: v for k, v in _lock(workspace).items() if "[" not in k} == single
+    assert set(actions(cli("run", "--json")).values()) == {"reuse"}
+
+
+def test_a_killed_sweep_resumes_with_only_the_unfinished_members(workspace: Path) -> None:
+    slow = ("-m", "train.lr=1e-3,2e-3,3e-3", "train.epochs=20")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "run", "train", *slow, "--json"],
+        cwd=workspace,
+        env=env_for(workspace),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    first = "train[train.epochs=20,train.lr=0.001]"
+    lock_file = workspace / "dvc_free_lock.yaml"
+    deadline = time.monotonic() + 300
+    while first not in lock_file.read_text() and time.monotonic() < deadline:
+        assert process.poll() is None, "the sweep ended before it could be killed"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    lock = _lock(workspace)
+    assert first in lock
+    assert "train[train.epochs=20,train.lr=0.003]" not in lock
+    resumed = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", "train", *slow, "--json"],
+        cwd=workspace,
+        env=env_for(workspace),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    steps = {s["stage"]: s["action"] for s in json.loads(resumed.stdout)["steps"]}
+    assert steps[first] == "reuse"
+    assert steps["train[train.epochs=20,train.lr=0.003]"] == "run"

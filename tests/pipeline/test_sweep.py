@@ -1,0 +1,66 @@
+"""Sweep members: one per combination, paired consistently, gathered by fan-in stages."""
+
+from __future__ import annotations
+
+from pipeline import graph
+from pipeline.sweep import Member, expand, slot_label
+
+G = graph.from_mapping(
+    {
+        "prepare_data": ((), ("dataset",)),
+        "train": (("dataset",), ("model",)),
+        "evaluate": (("model", "dataset"), ("evaluation",)),
+        "plot": (("evaluation", "model"), ("plots",)),
+    }
+)
+FAN_IN = {"plot": ("evaluation", "model")}
+
+
+def keys(members: list[Member]) -> list[str]:
+    return [m.key for m in members]
+
+
+def test_without_a_sweep_each_stage_is_one_member_named_like_the_stage() -> None:
+    members = expand(G, ["plot"], {}, FAN_IN)
+    assert keys(members) == ["prepare_data", "train", "evaluate", "plot"]
+    plot = members[-1]
+    assert plot.inputs == (("evaluation", "evaluate", "evaluation"), ("model", "train", "model"))
+    assert plot.label == "default"
+
+
+def test_a_sweep_fans_out_and_the_fan_in_stage_gathers_every_member() -> None:
+    sweep = {"train": [("lr", ["0.1", "0.01"]), ("model", ["mlp", "cnn"])]}
+    members = expand(G, ["plot"], sweep, FAN_IN)
+    by_stage = {s: [m for m in members if m.stage == s] for s in ("train", "evaluate", "plot")}
+    assert keys(by_stage["train"]) == [
+        "train[train.lr=0.1,train.model=mlp]",
+        "train[train.lr=0.1,train.model=cnn]",
+        "train[train.lr=0.01,train.model=mlp]",
+        "train[train.lr=0.01,train.model=cnn]",
+    ]
+    assert by_stage["train"][1].own == ("lr=0.1", "model=cnn")
+    first_eval = by_stage["evaluate"][0]
+    assert first_eval.key == "evaluate[train.lr=0.1,train.model=mlp]"
+    assert first_eval.own == ()
+    assert first_eval.inputs == (
+        ("model", "train[train.lr=0.1,train.model=mlp]", "model"),
+        ("dataset", "prepare_data", "dataset"),
+    )
+    (plot,) = by_stage["plot"]
+    assert plot.key == "plot[train.lr=0.01|0.1,train.model=cnn|mlp]"
+    assert len(plot.inputs) == 8
+    slots = [slot for slot, _, _ in plot.inputs]
+    assert "evaluation@train.lr=0.1,train.model=cnn" in slots
+    assert slot_label("evaluation@train.lr=0.1,train.model=cnn") == "train.lr=0.1,train.model=cnn"
+    assert slot_label("evaluation") == "default"
+
+
+def test_members_pair_only_with_consistent_upstream_members() -> None:
+    sweep = {"prepare_data": [("seed", ["0", "1"])], "train": [("lr", ["0.1", "0.01"])]}
+    members = expand(G, ["evaluate"], sweep, FAN_IN)
+    evaluations = [m for m in members if m.stage == "evaluate"]
+    assert len(evaluations) == 4  # never a model of seed 0 on the dataset of seed 1
+    for member in evaluations:
+        (seed,) = dict(member.assign)["prepare_data.seed"]
+        producers = [made_by for _, made_by, _ in member.inputs]
+        assert all(f"prepare_data.seed={seed}" in p for p in producers)
