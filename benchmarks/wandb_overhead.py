@@ -6,27 +6,13 @@ median wall times and their difference.  Usage: python benchmarks/wandb_overhead
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-
-def _run_once(extra: list[str], home: Path) -> float:
-    workspace = Path(tempfile.mkdtemp(dir=home))
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DATA_DIR": str(home / "wandb-data")}
-    env.pop("WANDB_DIR", None)
-    start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "pipeline", "--workspace", str(workspace), "run", *extra],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
-    return time.perf_counter() - start
+sys.path.insert(0, str(Path(__file__).parent))
+from common import timed_run
 
 
 def main(rounds: int = 3, extra: tuple[str, ...] = ()) -> dict[str, float]:
@@ -34,8 +20,8 @@ def main(rounds: int = 3, extra: tuple[str, ...] = ()) -> dict[str, float]:
     times: dict[str, list[float]] = {"offline": [], "disabled": []}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(rounds):
-            times["offline"].append(_run_once([*extra], Path(tmp)))
-            times["disabled"].append(_run_once([*extra, "wandb.mode=disabled"], Path(tmp)))
+            times["offline"].append(timed_run([*extra], Path(tmp)))
+            times["disabled"].append(timed_run([*extra, "wandb.mode=disabled"], Path(tmp)))
     result = {mode: statistics.median(values) for mode, values in times.items()}
     result["overhead"] = result["offline"] - result["disabled"]
     return result

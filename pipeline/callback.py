@@ -6,8 +6,7 @@ import logging
 import netrc
 import os
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ class ArtifactRef:
     type: str
     path: Path
     version: str = ""
+    digest: str = ""
 
 
 @dataclass
@@ -60,20 +60,6 @@ class StageRun:
     metrics: dict[str, Any] = field(default_factory=dict)
     # Filled in by the callback: the W&B run, for the store's index.
     tracking: dict[str, Any] = field(default_factory=dict)
-
-
-_current: StageRun | None = None
-
-
-@contextmanager
-def tracking(run: StageRun) -> Iterator[StageRun]:
-    """Make ``run`` the stage run the callback reports on while Hydra runs the job."""
-    global _current
-    _current = run
-    try:
-        yield run
-    finally:
-        _current = None
 
 
 def credentials_configured() -> bool:
@@ -115,7 +101,12 @@ class WandbCallback(Callback):
         self._stage: StageRun | None = None
 
     def on_job_start(self, config: DictConfig, *, task_function: Any, **kwargs: Any) -> None:
-        stage = _current or _standalone(config)
+        # The pipeline's task says which member this job is; a stand-alone app's config does.
+        stage = (
+            task_function.stage_run(config)
+            if hasattr(task_function, "stage_run")
+            else _standalone(config)
+        )
         mode = resolve_mode(self.mode)
         stage.tracking = {"mode": mode}
         if mode == "disabled":

@@ -136,10 +136,10 @@ def _stage_and_overrides(args: list[str]) -> tuple[str | None, list[str], dict[s
     stage = args[0] if args and "=" not in args[0] and "." not in args[0] else None
     rest = args[1:] if stage else args
     tracking = {}
-    for arg in [a for a in rest if a.startswith("hydra/") or a.startswith("hydra.")]:
+    for arg in [a for a in rest if a.startswith(("hydra/", "hydra.")) and not _is_launcher(a)]:
         raise UsageError(
-            f"`{arg}`: Hydra's own settings are not supported yet; sweeps (-m) run their "
-            "members one after another in this process"
+            f"`{arg}`: of Hydra's own settings only the launcher can be chosen here "
+            "(`hydra/launcher=joblib`, `hydra.launcher.n_jobs=2`)"
         )
     for arg in [a for a in rest if a.startswith("wandb.")]:
         key, _, value = arg.removeprefix("wandb.").partition("=")
@@ -152,7 +152,12 @@ def _stage_and_overrides(args: list[str]) -> tuple[str | None, list[str], dict[s
         if bad := sorted(set(value) & set("/\\#?%:")):
             raise UsageError(f"`{arg}`: W&B names cannot contain {' '.join(bad)}")
         tracking[key] = value
-    return stage, [a for a in rest if not a.startswith("wandb.")], tracking
+    plain = [a for a in rest if not a.startswith("wandb.") and not _is_launcher(a)]
+    return stage, plain, tracking
+
+
+def _is_launcher(arg: str) -> bool:
+    return arg.startswith(("hydra/launcher=", "hydra.launcher."))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -169,6 +174,7 @@ def _run(args: argparse.Namespace) -> int:
         args.workspace, overrides_argv, args.reset, multirun=args.multirun
     )
     project.wandb.update(tracking)
+    project.launcher = [a for a in args.args if _is_launcher(a)]
     targets = [graph.check_stage(project.graph, stage)] if stage else graph.sinks(project.graph)
     in_scope = targets if args.only else graph.order(project.graph, targets)
     for name in overrides:

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import platform
+import itertools
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import networkx as nx
 
 from pipeline import callback, compose, graph, lock
-from pipeline.callback import ArtifactRef, StageRun, tracking
+from pipeline.callback import ArtifactRef
 from pipeline.digest import code_files
-from pipeline.errors import NotReproduced, PipelineError, StageFailed, UsageError
+from pipeline.errors import NotReproduced, UsageError
+from pipeline.launch import MemberJob, WaveTask, launch_wave
 from pipeline.lock import InputPin, Lock, OutputPin, StageLock
 from pipeline.plan import Options, StageState, Step, decide, plan
-from pipeline.spec import OUT_PARAM, StageSpec
+from pipeline.spec import StageSpec
 from pipeline.store import Store
-from pipeline.sweep import Member, expand, slot_label
+from pipeline.sweep import Member, expand
 
 Report = Callable[[str, Step], None]
 
@@ -39,6 +38,7 @@ class Project:
     states: dict[str, StageState]  # by member key: the stage's name outside a sweep
     members: dict[str, Member]
     wandb: dict[str, str] = field(default_factory=dict)  # W&B callback options
+    launcher: list[str] = field(default_factory=list)  # Hydra overrides: hydra/launcher=...
 
     @property
     def lock_path(self) -> Path:
@@ -105,21 +105,6 @@ def load(
     return Project(workspace, specs_by_name, dag, current, Store(workspace), states, members)
 
 
-# Libraries whose version can change a stage's bits; recorded in the lock, not fingerprinted.
-_LIBRARIES = ("numpy", "torch", "torchvision", "scikit-learn", "matplotlib", "mnist1d")
-
-
-def environment() -> dict[str, str]:
-    """Python's and the bit-relevant libraries' versions, read without importing them."""
-    found = {"python": platform.python_version()}
-    for name in _LIBRARIES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
-
-
 def open_project(
     workspace: Path,
     argv_overrides: Sequence[str] = (),
@@ -157,32 +142,92 @@ def code_root(spec: StageSpec) -> Path:
 def execute(
     project: Project, steps: Sequence[Step], options: Options, report: Report
 ) -> list[Step]:
-    """Carry out the steps in order; the lock is rewritten after each stage that changed it."""
+    """Carry out the steps stage by stage; the lock is rewritten after each stage.
+
+    A stage's members to run form one wave, launched as one Hydra multirun, so that a
+    parallel launcher (``hydra/launcher=joblib``) runs them side by side.
+    """
     known: dict[tuple[str, str], InputPin | None] = {}
     done: list[Step] = []
     # One W&B group per invocation: the runs of one `pipeline run` sit together.
     group = f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    for step in steps:
-        if step.action == "run" and step.fingerprint is None:
-            # Upstream outputs exist now: an input rebuilt unchanged may make this fresh.
-            entry = project.lock.stages.get(step.stage)
-            state = project.states[step.stage]
-            member = project.members[step.stage]
-            step = decide(member, state, entry, project.store, options, known)
-        if step.action == "run":
+    for _, members in itertools.groupby(steps, key=lambda s: project.states[s.stage].stage):
+        ready = [_ready(project, step, options, known) for step in members]
+        wave = [step for step in ready if step.action == "run"]
+        for step in wave:
             if options.frozen:
                 _check_frozen_before(project, step)
             report("start", step)
-            step = _run(project, step, group)
-            if options.frozen:
+        finished = {s.stage: s for s in _run_wave(project, wave, group)} if wave else {}
+        for step in ready:
+            step = finished.get(step.stage, step)
+            if options.frozen and step.stage in finished:
                 _check_frozen_after(project, step)
-        report("done", step)
-        if step.action != "pin":
-            _record(project, step)
-        for artifact, pin in step.outputs.items():
-            known[(step.stage, artifact)] = InputPin(pin.name, pin.version, pin.digest)
-        done.append(step)
+            report("done", step)
+            if step.action != "pin":
+                _record(project, step)
+            for artifact, pin in step.outputs.items():
+                known[(step.stage, artifact)] = InputPin(pin.name, pin.version, pin.digest)
+            done.append(step)
     return done
+
+
+def _ready(
+    project: Project, step: Step, options: Options, known: dict[tuple[str, str], InputPin | None]
+) -> Step:
+    """Decide again once upstream outputs exist: an input rebuilt unchanged may make it fresh."""
+    if step.action != "run" or step.fingerprint is not None:
+        return step
+    entry = project.lock.stages.get(step.stage)
+    member = project.members[step.stage]
+    return decide(member, project.states[step.stage], entry, project.store, options, known)
+
+
+def _run_wave(project: Project, wave: Sequence[Step], group: str) -> list[Step]:
+    """Launch the wave's members as one multirun; their steps with outputs filled in."""
+    stage = project.states[wave[0].stage].stage
+    spec, store = project.specs[stage], project.store
+    types = {o.name: o.type for s in project.specs.values() for o in s.logs}
+    jobs = []
+    for step in wave:
+        state = project.states[step.stage]
+        inputs = {
+            slot: ArtifactRef(
+                pin.name,
+                types[slot.split("@", 1)[0]],
+                store.path(pin.name, pin.version),
+                pin.version,
+                pin.digest,
+            )
+            for slot, pin in step.inputs.items()
+        }
+        jobs.append(
+            MemberJob(
+                step.stage,
+                step.fingerprint or "",
+                state.config,
+                state.code_digest,
+                inputs,
+                state.artifacts,
+            )
+        )
+    stamp = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{uuid.uuid4().hex[:6]}"
+    overrides = [
+        *project.launcher,
+        *(f"hydra.callbacks.wandb.{k}={_quote(v)}" for k, v in sorted(project.wandb.items())),
+    ]
+    task = WaveTask(project.workspace, stage, group, jobs)
+    results = launch_wave(task, spec, project.workspace / "outputs" / stage / stamp, overrides)
+    by_key = {r["key"]: r for r in results}
+    return [
+        replace(
+            step,
+            outputs={k: OutputPin(**v) for k, v in by_key[step.stage]["outputs"].items()},
+            metrics=by_key[step.stage]["metrics"],
+            environment=by_key[step.stage]["environment"],
+        )
+        for step in wave
+    ]
 
 
 def _check_frozen_before(project: Project, step: Step) -> None:
@@ -211,127 +256,6 @@ def _check_frozen_after(project: Project, step: Step) -> None:
 def _quote(value: object) -> str:
     text = str(value).replace("\\", "\\\\").replace("'", "\\'")
     return f"'{text}'"
-
-
-def _run(project: Project, step: Step, group: str) -> Step:
-    from hydra_zen import launch
-
-    state, store = project.states[step.stage], project.store
-    spec = project.specs[state.stage]
-    assert step.fingerprint is not None
-    staging = store.staging()
-    stamp = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{staging.name[:6]}"
-    run_dir = project.workspace / "outputs" / spec.name / stamp
-    tracked = _stage_run(project, step, group)
-    overrides = [
-        *state.overrides,
-        f"hydra.run.dir={_quote(run_dir)}",
-        # Logs go to stderr: stdout belongs to the CLI (`--json` documents).
-        "hydra.job_logging.handlers.console.stream=ext://sys.stderr",
-        *(f"hydra.callbacks.wandb.{k}={_quote(v)}" for k, v in sorted(project.wandb.items())),
-    ]
-    env = environment()
-    run_id = store.runs.start(
-        spec.name, step.fingerprint, step.inputs, state.config, state.code_digest, env
-    )
-    outputs: dict[str, OutputPin] = {}
-    try:
-        with tracking(tracked):
-            launch(
-                spec.config,
-                _task(project, step.stage, spec, tracked, staging, outputs),
-                overrides=overrides,
-                config_name=spec.name,
-                job_name=spec.name,
-                version_base="1.3",
-            )
-    except (Exception, KeyboardInterrupt) as exc:
-        store.runs.end(run_id, None, {}, tracked.tracking)
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        detail = exc if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
-        raise StageFailed(f"stage `{spec.name}` failed: {detail}") from exc
-    finally:
-        store.clean_tmp(staging)
-    store.runs.end(run_id, outputs, tracked.metrics, tracked.tracking)
-    return replace(step, outputs=outputs, metrics=tracked.metrics, environment=env)
-
-
-def _stage_run(project: Project, step: Step, group: str) -> StageRun:
-    """What the W&B callback needs to know of this stage run."""
-    state, store = project.states[step.stage], project.store
-    spec = project.specs[state.stage]
-    types = {o.name: o.type for s in project.specs.values() for o in s.logs}
-    return StageRun(
-        stage=spec.name,
-        config=state.config,
-        inputs={
-            slot: ArtifactRef(
-                p.name, types[_artifact(slot)], store.path(p.name, p.version), p.version
-            )
-            for slot, p in step.inputs.items()
-        },
-        fingerprint=step.fingerprint or "",
-        group=group,
-        workspace=project.workspace,
-        media=frozenset(o.name for o in spec.logs if o.media),
-    )
-
-
-def _task(
-    project: Project,
-    member_key: str,
-    spec: StageSpec,
-    tracked: StageRun,
-    staging: Path,
-    outputs: dict[str, OutputPin],
-) -> Callable[[Any], Any]:
-    """The Hydra task: the stage on its paths, then its outputs committed to the store.
-
-    Paths are not Hydra overrides: they would clash with config groups of the same
-    name (``dataset``) and put absolute paths into what the lock records.  Outputs
-    are committed inside the job so that the callback's ``on_job_end`` can log them
-    with their local versions.
-    """
-    from hydra_zen import zen
-    from omegaconf import DictConfig, OmegaConf
-
-    task = zen(spec.task)
-    paths: dict[str, Any] = {OUT_PARAM: str(staging)}
-    for slot, ref in tracked.inputs.items():
-        if _artifact(slot) in spec.fan_in:  # gathered inputs arrive as {member label: folder}
-            paths.setdefault(_artifact(slot), {})[slot_label(slot)] = str(ref.path)
-        else:
-            paths[slot] = str(ref.path)
-    names = project.states[member_key].artifacts
-
-    def run(cfg: Any) -> Any:
-        merged = OmegaConf.merge(cfg, paths)
-        assert isinstance(merged, DictConfig)
-        tracked.metrics = _plain(task(merged) or {})
-        for out in spec.logs:
-            pin = project.store.commit(staging / out.name, names[out.name], out.type)
-            outputs[out.name] = pin
-            tracked.outputs[out.name] = ArtifactRef(
-                pin.name, pin.type, project.store.path(pin.name, pin.version), pin.version
-            )
-        return tracked.metrics
-
-    return run
-
-
-def _artifact(slot: str) -> str:
-    """The artifact a slot carries: ``evaluation@train.lr=0.1`` -> ``evaluation``."""
-    return slot.split("@", 1)[0]
-
-
-def _plain(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """Metrics as YAML-safe scalars (numpy and torch scalars have ``item``)."""
-    out: dict[str, Any] = {}
-    for key, value in metrics.items():
-        value = value.item() if hasattr(value, "item") else value
-        out[str(key)] = value if isinstance(value, (bool, int, float, str)) else str(value)
-    return out
 
 
 def _record(project: Project, step: Step) -> None:

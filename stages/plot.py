@@ -112,7 +112,14 @@ def _comparison(evaluations: Mapping[str, dict[str, Any]], best: str) -> Figure:
             va="bottom",
             fontsize="small",
         )
-    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize="small")
+    # Values every member shares say nothing about the difference: leave them out.
+    parts = [label.split(",") for label in labels]
+    shared = set.intersection(*map(set, parts))
+    short = [
+        ",".join(p for p in part if p not in shared) or label
+        for part, label in zip(parts, labels, strict=True)
+    ]
+    ax.set_xticks(range(len(labels)), short, rotation=30, ha="right", fontsize="small")
     ax.set(ylim=(0, 1.1), ylabel="test accuracy", title="Members compared (best in orange)")
     return figure
 

@@ -212,6 +212,8 @@ def test_bad_input_exits_2_with_one_line(cli: Cli, workspace: Path) -> None:
         ("run", "wandb.project=a/b"): "error: `wandb.project=a/b`: W&B names cannot contain /",
         ("run", "wandb.mode=loud"): "error: `wandb.mode=loud`: the mode is one of online,",
         ("run", "wandb.team=x"): "error: `wandb.team=x`: W&B options are wandb.project=VALUE",
+        ("run", "hydra.job.chdir=true"): "error: `hydra.job.chdir=true`: of Hydra's own settings",
+        ("run", "train", "--force", "hydra/launcher=nope"): "error: cannot use hydra/launcher=nope",
     }
     for args, message in cases.items():
         result = cli(*args, check=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.e2e.support import Cli, actions, env_for
+from tests.e2e.support import Cli, actions, env_for, make_cli
 from tests.wandb_records import read_all
 
 SWEEP = ("-m", "train.lr=1e-3,1e-2", "train.model=mlp,cnn", "train.epochs=2")
@@ -94,16 +95,16 @@ def test_a_killed_sweep_resumes_with_only_the_unfinished_members(workspace: Path
         stderr=subprocess.DEVNULL,
     )
     first = "train[train.epochs=20,train.lr=0.001]"
-    lock_file = workspace / "dvc_free_lock.yaml"
+    # The first member's model is committed (the store already holds v0 of the run
+    # that made the workspace, so a second version means a member finished).
+    versions = workspace / ".pipeline" / "artifacts" / "model"
     deadline = time.monotonic() + 300
-    while first not in lock_file.read_text() and time.monotonic() < deadline:
+    while not (versions / "v1").is_dir() and time.monotonic() < deadline:
         assert process.poll() is None, "the sweep ended before it could be killed"
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    lock = _lock(workspace)
-    assert first in lock
-    assert "train[train.epochs=20,train.lr=0.003]" not in lock
+    assert not (versions / "v3").exists()
     resumed = subprocess.run(
         [sys.executable, "-m", "pipeline", "run", "train", *slow, "--json"],
         cwd=workspace,
@@ -112,6 +113,37 @@ def test_a_killed_sweep_resumes_with_only_the_unfinished_members(workspace: Path
         text=True,
         check=True,
     )
-    steps = {s["stage"]: s["action"] for s in json.loads(resumed.stdout)["steps"]}
-    assert steps[first] == "reuse"
-    assert steps["train[train.epochs=20,train.lr=0.003]"] == "run"
+    steps = {s["stage"]: s for s in json.loads(resumed.stdout)["steps"]}
+    assert steps[first]["action"] == "reuse"
+    assert steps[first]["reasons"][-1] == (
+        "same fingerprint ran before: outputs restored from the store"
+    )
+    assert steps["train[train.epochs=20,train.lr=0.003]"]["action"] == "run"
+    assert _lock(workspace)[first]["outputs"]["model"]["version"] == "v1"
+
+
+def _digests(workspace: Path) -> dict[str, str]:
+    return {
+        f"{key}:{name}": out["digest"]
+        for key, entry in _lock(workspace).items()
+        if "[" in key
+        for name, out in entry["outputs"].items()
+    }
+
+
+def test_parallel_launchers_give_the_same_digests(ran_once: Path, tmp_path: Path) -> None:
+    sweep = ("evaluate", "-m", "train.lr=1e-3,1e-2", "train.epochs=2")
+    found = {}
+    for name, launcher in {
+        "basic": (),
+        "joblib": ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"),
+        "submitit": ("hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"),
+    }.items():
+        workspace = tmp_path / name
+        shutil.copytree(ran_once, workspace)
+        make_cli(workspace)("run", *sweep, *launcher)
+        found[name] = _digests(workspace)
+    assert len(found["basic"]) == 4  # two models, two evaluations
+    assert found["joblib"] == found["basic"]
+    assert found["submitit"] == found["basic"]
+    assert sorted((tmp_path / "submitit" / "outputs" / "train").iterdir())  # submitit's folders

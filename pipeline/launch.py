@@ -1,0 +1,203 @@
+"""A wave of a stage's members as one Hydra multirun, on whichever launcher Hydra is given."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.callback import ArtifactRef, StageRun
+from pipeline.errors import ConfigError, PipelineError, StageFailed
+from pipeline.spec import OUT_PARAM, StageSpec
+from pipeline.store import Store
+from pipeline.sweep import slot_label
+
+# Libraries whose version can change a stage's bits; recorded in the lock, not fingerprinted.
+_LIBRARIES = ("numpy", "torch", "torchvision", "scikit-learn", "matplotlib", "mnist1d")
+MEMBER_KEY = "pipeline_member"
+
+
+def environment() -> dict[str, str]:
+    """Python's and the bit-relevant libraries' versions, read without importing them."""
+    found = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+@dataclass(frozen=True)
+class MemberJob:
+    """Everything one member's job needs, in plain picklable values."""
+
+    key: str
+    fingerprint: str
+    config: Mapping[str, Any]  # resolved, without the path parameters
+    code_digest: str
+    inputs: Mapping[str, ArtifactRef]  # slot -> the version it reads
+    artifacts: Mapping[str, str]  # output -> stored artifact name
+
+
+@dataclass
+class WaveTask:
+    """The Hydra task of a wave: picklable, so a parallel launcher can ship it to workers.
+
+    Each job picks its member by ``pipeline_member``, runs the stage on the member's
+    resolved config and paths, and commits the outputs to the shared store inside the
+    job, so that the W&B callback logs them with their versions.
+    """
+
+    workspace: Path
+    stage: str
+    group: str
+    jobs: Sequence[MemberJob]
+    _runs: dict[int, StageRun] = field(default_factory=dict, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_runs": {}}
+
+    def stage_run(self, config: Any) -> StageRun:
+        """What the callback reports for this job (one object per job and process)."""
+        index = int(config[MEMBER_KEY])
+        if index not in self._runs:
+            job, spec = self.jobs[index], _spec(self.stage)
+            self._runs[index] = StageRun(
+                stage=self.stage,
+                config=job.config,
+                inputs=job.inputs,
+                fingerprint=job.fingerprint,
+                group=self.group,
+                workspace=self.workspace,
+                media=frozenset(o.name for o in spec.logs if o.media),
+            )
+        return self._runs[index]
+
+    def __call__(self, config: Any) -> dict[str, Any]:
+        job, spec = self.jobs[int(config[MEMBER_KEY])], _spec(self.stage)
+        tracked = self.stage_run(config)
+        store = Store(self.workspace)
+        staging = store.staging()
+        env = environment()
+        run_id = store.runs.start(
+            job.key, job.fingerprint, _pins(job.inputs), job.config, job.code_digest, env
+        )
+        try:
+            tracked.metrics = _plain(_call(spec, job, staging) or {})
+            outputs = {
+                o.name: store.commit(staging / o.name, job.artifacts[o.name], o.type)
+                for o in spec.logs
+            }
+        except (Exception, KeyboardInterrupt) as exc:
+            store.runs.end(run_id, None, {}, tracked.tracking)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            detail = exc if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
+            raise StageFailed(f"stage `{job.key}` failed: {detail}") from exc
+        finally:
+            store.clean_tmp(staging)
+        tracked.outputs.update(
+            {
+                k: ArtifactRef(p.name, p.type, store.path(p.name, p.version), p.version)
+                for k, p in outputs.items()
+            }
+        )
+        store.runs.end(run_id, outputs, tracked.metrics, tracked.tracking)
+        store.close()
+        return {
+            "key": job.key,
+            "metrics": tracked.metrics,
+            "environment": env,
+            "outputs": {k: vars(p) for k, p in outputs.items()},
+        }
+
+
+def _spec(stage: str) -> StageSpec:
+    import stages
+
+    found: StageSpec = next(s for s in stages.STAGES if s.name == stage)
+    return found
+
+
+def _pins(inputs: Mapping[str, ArtifactRef]) -> dict[str, Any]:
+    from pipeline.lock import InputPin
+
+    return {slot: InputPin(ref.name, ref.version, ref.digest) for slot, ref in inputs.items()}
+
+
+def _call(spec: StageSpec, job: MemberJob, staging: Path) -> Any:
+    """The stage on its paths; gathered (fan-in) inputs arrive as {member label: folder}."""
+    from hydra_zen import zen
+    from omegaconf import DictConfig, OmegaConf
+
+    values: dict[str, Any] = {**job.config, OUT_PARAM: str(staging)}
+    for slot, ref in job.inputs.items():
+        artifact = slot.split("@", 1)[0]
+        if artifact in spec.fan_in:
+            values.setdefault(artifact, {})[slot_label(slot)] = str(ref.path)
+        else:
+            values[slot] = str(ref.path)
+    # Merged into the stage's structured config, so typed parameters (paths) get their types.
+    config = OmegaConf.merge(OmegaConf.structured(spec.config), values)
+    assert isinstance(config, DictConfig)
+    return zen(spec.task)(config)
+
+
+def _plain(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Metrics as YAML-safe scalars (numpy and torch scalars have ``item``)."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        value = value.item() if hasattr(value, "item") else value
+        out[str(key)] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return out
+
+
+def _quote(value: object) -> str:
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+def launch_wave(
+    task: WaveTask, spec: StageSpec, run_dir: Path, overrides: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Run every job of the wave; each job's result, in job order."""
+    from hydra.errors import ConfigCompositionException
+    from hydra_zen import launch
+
+    members = ",".join(str(i) for i in range(len(task.jobs)))
+    settings = [
+        f"+{MEMBER_KEY}={members}",
+        f"hydra.sweep.dir={_quote(run_dir)}",
+        # Logs go to stderr: stdout belongs to the CLI (`--json` documents).
+        "hydra.job_logging.handlers.console.stream=ext://sys.stderr",
+        "hydra.hydra_logging.handlers.console.stream=ext://sys.stderr",
+        *overrides,
+    ]
+    try:
+        returns = launch(
+            spec.config,
+            task,
+            overrides=settings,
+            multirun=True,
+            config_name=spec.name,
+            job_name=spec.name,
+            version_base="1.3",
+        )
+    except StageFailed:
+        raise
+    except ConfigCompositionException as exc:
+        launcher = " ".join(o for o in overrides if o.startswith("hydra")) or "the launcher"
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(
+            f"cannot use {launcher}: {first} (launchers: basic, joblib, submitit_local, "
+            "submitit_slurm)"
+        ) from exc
+    except Exception as exc:  # a launcher's own failure, or a job's raised again by Hydra
+        detail = f"{type(exc).__name__}: {exc}"
+        raise StageFailed(f"stage `{spec.name}` failed: {detail}") from exc
+    # `return_value` raises a failed job's exception again (a StageFailed naming it).
+    return [job_return.return_value for wave in returns for job_return in wave]
