@@ -34,8 +34,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run(sub.add_parser("run", help="bring STAGE up to date, running what is stale"))
     status = sub.add_parser("status", help="say which stages are fresh, stale or never ran")
-    status.add_argument("stage", nargs="?", help="only this stage and its upstream")
+    status.add_argument(
+        "args",
+        nargs="*",
+        metavar="[STAGE] [STAGE.KEY=VALUE ...]",
+        help="only this stage and its upstream; overrides show their effect (never recorded)",
+    )
     status.add_argument("--json", action="store_true", help="print a JSON document (see README)")
+    status.add_argument("-m", "--multirun", action="store_true", help="the members of a sweep")
     sync = sub.add_parser("sync", help="upload offline W&B runs, producers before consumers")
     sync.add_argument("--dry-run", action="store_true", help="print the order, upload nothing")
     cli_inspect.add_parsers(sub)
@@ -90,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = _parser()
         args, extra = parser.parse_known_args(argv)
         # `run STAGE -m a.b=1,2 c.d=3`: overrides after a flag are still the run's positionals.
-        if extra and args.command == "run" and not any(e.startswith("-") for e in extra):
+        positional = args.command in ("run", "status", "dag")
+        if extra and positional and not any(e.startswith("-") for e in extra):
             args.args += extra
         elif extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -274,8 +281,9 @@ def _status(args: argparse.Namespace) -> int:
     from pipeline import graph
     from pipeline.runner import open_project
 
-    project, _ = open_project(args.workspace, [], [])
-    targets = [graph.check_stage(project.graph, args.stage)] if args.stage else list(project.graph)
+    stage, overrides, _ = _stage_and_overrides(args.args)
+    project, _ = open_project(args.workspace, overrides, multirun=args.multirun)
+    targets = [graph.check_stage(project.graph, stage)] if stage else list(project.graph)
     steps = project.plan(targets)
     index = project.store.runs
     runs = {s.stage: index.tracking(s.fingerprint) if s.fingerprint else None for s in steps}

@@ -23,6 +23,8 @@ def add_parsers(sub: Any) -> None:
 
     dag = sub.add_parser("dag", help="the stage graph with each stage's state and versions")
     dag.add_argument("--format", choices=FORMATS, default="ascii", help="default: ascii")
+    dag.add_argument("args", nargs="*", metavar="STAGE.KEY=VALUE", help="overrides, or a sweep")
+    dag.add_argument("-m", "--multirun", action="store_true", help="draw a sweep's members")
     lineage = sub.add_parser("lineage", help="where an artifact version came from, what used it")
     lineage.add_argument("ref", metavar="NAME[:VERSION]", help="e.g. model:v2 (default latest)")
     lineage.add_argument("--json", action="store_true", help="print the graph as JSON")
@@ -41,7 +43,7 @@ def _dag(args: argparse.Namespace) -> int:
     from pipeline.graph import order
     from pipeline.runner import open_project
 
-    project, _ = open_project(args.workspace)
+    project, _ = open_project(args.workspace, args.args, multirun=args.multirun)
     steps = {s.stage: s for s in project.plan(order(project.graph))}
     notes = {}
     for stage, step in steps.items():
@@ -50,7 +52,7 @@ def _dag(args: argparse.Namespace) -> int:
             f"{p.name}:{p.version}" for p in (entry.outputs if entry else {}).values()
         )
         notes[stage] = f"{step.state}" + (f" · {versions}" if versions else "")
-    print(render(project.graph, notes, args.format))
+    print(render(project.member_graph(), notes, args.format))
     return EXIT_OK
 
 

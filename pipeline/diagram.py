@@ -16,9 +16,11 @@ def render(graph: nx.DiGraph, notes: Mapping[str, str], fmt: str = "ascii") -> s
     stages = order(graph)
     edges = sorted((u, v, ", ".join(d["artifacts"])) for u, v, d in graph.edges(data=True))
     if fmt == "mermaid":
+        # Sweep members (`train[train.lr=0.1]`) are no mermaid ids: number the nodes.
+        ids = {s: s if s.isidentifier() else f"n{i}" for i, s in enumerate(stages)}
         lines = ["flowchart LR"]
-        lines += [f'  {s}["{s}<br/>{_mermaid(notes.get(s, ""))}"]' for s in stages]
-        lines += [f"  {u} -->|{label}| {v}" for u, v, label in edges]
+        lines += [f'  {ids[s]}["{_mermaid(s)}<br/>{_mermaid(notes.get(s, ""))}"]' for s in stages]
+        lines += [f"  {ids[u]} -->|{label}| {ids[v]}" for u, v, label in edges]
     elif fmt == "dot":
         lines = ["digraph pipeline {", "  rankdir=LR;", "  node [shape=box];"]
         lines += [f'  "{s}" [label="{s}\\n{_dot(notes.get(s, ""))}"];' for s in stages]
@@ -35,7 +37,7 @@ def render(graph: nx.DiGraph, notes: Mapping[str, str], fmt: str = "ascii") -> s
 
 
 def _mermaid(text: str) -> str:
-    return text.replace('"', "#quot;")
+    return text.replace('"', "#quot;").replace("|", "#124;")
 
 
 def _dot(text: str) -> str:

@@ -66,6 +66,13 @@ def test_a_rerun_reuses_and_a_new_value_runs_only_new_members(cli: Cli, workspac
     cli("run", "plot", *SWEEP)
     again = actions(cli("run", "plot", *SWEEP, "--json"))
     assert set(again.values()) == {"reuse"}
+    # status and dag show the expanded graph of members.
+    doc = json.loads(cli("status", *SWEEP, "--json").stdout)["stages"]
+    assert sorted(doc) == sorted(again)
+    assert {s["state"] for s in doc.values()} == {"fresh"}
+    mermaid = cli("dag", *SWEEP, "--format", "mermaid").stdout
+    assert f'["{PLOT.replace("|", "#124;")}<br/>fresh · plots:v1"]' in mermaid
+    assert mermaid.count(" -->|evaluation| ") == 4
     wider = ("-m", "train.lr=1e-3,1e-2,1e-1", "train.model=mlp,cnn", "train.epochs=2")
     ran = sorted(k for k, a in actions(cli("run", "plot", *wider, "--json")).items() if a == "run")
     assert ran == sorted(
