@@ -24,6 +24,7 @@ class Member:
     inputs: tuple[tuple[str, str, str], ...] = ()  # (slot, producer member key, artifact)
     own: tuple[str, ...] = ()  # overrides of the stage's own config, e.g. "lr=0.001"
     logs: tuple[str, ...] = ()
+    only_for: str = ""  # made for one consumer's routed input (see `expand`), else ""
 
     @property
     def key(self) -> str:
@@ -65,16 +66,22 @@ def expand(
     ``sweep`` maps a stage to its swept keys and values (``{"train": [("lr", ["0.1",
     "0.01"])]}``); a stage has one member per combination of its own values and of its
     upstream members.  An input in ``fan_in`` gathers all members of its producer.
+
+    A swept key that names one of the stage's inputs routes it: ``evaluate.dataset=a,b``
+    evaluates the same models on the dataset made with ``prepare_data.dataset=a`` and
+    with ``=b``; those producer members serve that input of that stage only.
     """
     made_by = producers(graph)
+    swept, routes = _split_routes(graph, sweep or {})
     found: dict[str, list[Member]] = {}
     members: list[Member] = []
     for stage in order(graph, targets):
         gathers = set((fan_in or {}).get(stage, ()))
         direct = [a for a in graph.nodes[stage]["uses"] if a not in gathers]
-        own = _own_combinations(stage, (sweep or {}).get(stage, ()))
+        own = _own_combinations(stage, swept.get(stage, ()))
         found[stage] = []
-        for combo in itertools.product(*(found[made_by[a]] for a in direct)):
+        feeds_of = {a: _feeds(found[made_by[a]], stage, a in routes.get(stage, {})) for a in direct}
+        for combo in itertools.product(*(feeds_of[a] for a in direct)):
             if not _consistent(combo):
                 continue
             inherited = _merge(*(m.assign for m in combo))
@@ -94,7 +101,54 @@ def expand(
                 )
                 found[stage].append(member)
                 members.append(member)
+        for consumer, artifact, values in _routes_into(routes, made_by, stage):
+            for base in [m for m in found[stage] if not m.only_for]:
+                for value in values:
+                    routed = Member(
+                        stage,
+                        _merge(base.assign, ((f"{consumer}.{artifact}", (value,)),)),
+                        base.inputs,
+                        (*base.own, f"{artifact}={value}"),
+                        base.logs,
+                        only_for=consumer,
+                    )
+                    found[stage].append(routed)
+                    members.append(routed)
     return members
+
+
+def _split_routes(
+    graph: nx.DiGraph, sweep: Mapping[str, Sequence[tuple[str, Sequence[str]]]]
+) -> tuple[dict[str, list[tuple[str, Sequence[str]]]], dict[str, dict[str, Sequence[str]]]]:
+    """Swept config keys, and swept keys that name an input (routes), per stage."""
+    swept: dict[str, list[tuple[str, Sequence[str]]]] = {}
+    routes: dict[str, dict[str, Sequence[str]]] = {}
+    for stage, items in sweep.items():
+        for key, values in items:
+            if key in graph.nodes[stage]["uses"]:
+                routes.setdefault(stage, {})[key] = values
+            else:
+                swept.setdefault(stage, []).append((key, values))
+    return swept, routes
+
+
+def _routes_into(
+    routes: Mapping[str, Mapping[str, Sequence[str]]], made_by: Mapping[str, str], stage: str
+) -> list[tuple[str, str, Sequence[str]]]:
+    """(consumer, artifact, values) for each routed input this stage produces."""
+    return [
+        (consumer, artifact, values)
+        for consumer, routed in sorted(routes.items())
+        for artifact, values in sorted(routed.items())
+        if made_by[artifact] == stage
+    ]
+
+
+def _feeds(made: Sequence[Member], consumer: str, routed: bool) -> list[Member]:
+    """The producer members an input may take: routed ones for a routed input only."""
+    if routed:
+        return [m for m in made if m.only_for == consumer]
+    return [m for m in made if not m.only_for]
 
 
 def _own_combinations(stage: str, swept: Sequence[tuple[str, Sequence[str]]]) -> list[Assign]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hydra_zen import builds
 
@@ -25,8 +26,10 @@ def evaluate(
 
     dataset, folder = Path(dataset), Path(out) / "evaluation"
     dev = torch.device(models.resolve_device(device))
+    meta = data.read_meta(dataset)
+    _check_fits(Path(model), meta)
     x, y = data.read_split(dataset, "test")
-    classes = data.read_meta(dataset)["classes"]
+    classes = meta["classes"]
     loss, predicted = _predict(models.load(Path(model), dev), x, y, batch_size, dev)
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
     np.add.at(confusion, (y, predicted), 1)
@@ -47,6 +50,19 @@ def evaluate(
     data.write_json(folder / "metrics.json", metrics)
     np.save(folder / "predictions.npy", predicted, allow_pickle=False)
     return {"accuracy": metrics["accuracy"], "loss": metrics["loss"]}
+
+
+def _check_fits(model: Path, meta: dict[str, Any]) -> None:
+    """A model evaluates only data of the shape and classes it was built for."""
+    record = json.loads((model / models.MODEL_FILE).read_text())
+    if list(record["in_shape"]) != list(meta["input_shape"]) or (
+        record["num_classes"] != meta["num_classes"]
+    ):
+        raise ValueError(
+            f"the model takes inputs {record['in_shape']} with {record['num_classes']} classes, "
+            f"but dataset `{meta['source']}` has {meta['input_shape']} with "
+            f"{meta['num_classes']}; evaluate it on a dataset of the same shape"
+        )
 
 
 def _predict(

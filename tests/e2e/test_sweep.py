@@ -154,3 +154,44 @@ def test_parallel_launchers_give_the_same_digests(ran_once: Path, tmp_path: Path
     assert found["joblib"] == found["basic"]
     assert found["submitit"] == found["basic"]
     assert sorted((tmp_path / "submitit" / "outputs" / "train").iterdir())  # submitit's folders
+
+
+def _write_idx(path: Path, array: object) -> None:
+    import struct
+
+    import numpy as np
+
+    data = np.asarray(array, dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">I", 0x0800 | data.ndim) + struct.pack(f">{data.ndim}I", *data.shape)
+    path.write_bytes(header + data.tobytes())
+
+
+def test_one_model_evaluated_on_several_datasets(tmp_path: Path) -> None:
+    import numpy as np
+
+    workspace = tmp_path / "ws"
+    rng = np.random.default_rng(0)
+    for folder in ("MNIST", "FashionMNIST"):  # small files in the real IDX format
+        raw = workspace / "data" / folder / "raw"
+        for prefix, n in (("train", 80), ("t10k", 20)):
+            _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+            _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    cli = make_cli(workspace)
+    cli("run", "train", "prepare_data.dataset=mnist", "train.epochs=1")
+    result = cli("run", "plot", "-m", "evaluate.dataset=mnist,fashion_mnist", "--json")
+    assert actions(result) == {
+        "prepare_data": "reuse",
+        "prepare_data[evaluate.dataset=mnist]": "reuse",  # the same config: prepared once
+        "prepare_data[evaluate.dataset=fashion_mnist]": "run",
+        "train": "reuse",
+        "evaluate[evaluate.dataset=mnist]": "run",
+        "evaluate[evaluate.dataset=fashion_mnist]": "run",
+        "plot[evaluate.dataset=fashion_mnist|mnist]": "run",
+    }
+    lock = _lock(workspace)
+    model = lock["train"]["outputs"]["model"]["digest"]
+    for name in ("mnist", "fashion_mnist"):
+        inputs = lock[f"evaluate[evaluate.dataset={name}]"]["inputs"]
+        assert inputs["model"]["digest"] == model
+        assert inputs["dataset"]["name"] == f"dataset-{name}"

@@ -64,3 +64,27 @@ def test_members_pair_only_with_consistent_upstream_members() -> None:
         (seed,) = dict(member.assign)["prepare_data.seed"]
         producers = [made_by for _, made_by, _ in member.inputs]
         assert all(f"prepare_data.seed={seed}" in p for p in producers)
+
+
+def test_a_swept_input_routes_it_to_producer_members_made_for_it() -> None:
+    sweep = {"evaluate": [("dataset", ["mnist", "fashion_mnist"])]}
+    members = expand(G, ["plot"], sweep, FAN_IN)
+    assert keys(members) == [
+        "prepare_data",
+        "prepare_data[evaluate.dataset=mnist]",
+        "prepare_data[evaluate.dataset=fashion_mnist]",
+        "train",
+        "evaluate[evaluate.dataset=mnist]",
+        "evaluate[evaluate.dataset=fashion_mnist]",
+        "plot[evaluate.dataset=fashion_mnist|mnist]",
+    ]
+    routed = members[2]
+    assert routed.own == ("dataset=fashion_mnist",)
+    assert routed.only_for == "evaluate"
+    # One model, trained on the default dataset, evaluated on each routed dataset.
+    train = members[3]
+    assert train.inputs == (("dataset", "prepare_data", "dataset"),)
+    assert members[5].inputs == (
+        ("model", "train", "model"),
+        ("dataset", "prepare_data[evaluate.dataset=fashion_mnist]", "dataset"),
+    )

@@ -35,3 +35,15 @@ def test_evaluate_returns_summary_and_is_reproducible(
     assert abs(summary["loss"] - metrics["loss"]) < 1e-5  # batch size only reorders sums
     again = np.load(tmp_path / "evaluation" / "predictions.npy")
     np.testing.assert_array_equal(again, np.load(evaluation_dir / "predictions.npy"))
+
+
+def test_a_model_refuses_a_dataset_of_another_shape(model_dir: Path, tmp_path: Path) -> None:
+    import functools
+
+    import pytest
+
+    from stages.prepare_data import prepare_data
+
+    prepare_data(functools.partial(data.mnist1d, num_samples=200), tmp_path / "other")
+    with pytest.raises(ValueError, match=r"takes inputs \[1, 8, 8\] with 10 classes, but"):
+        evaluate(model_dir, tmp_path / "other" / "dataset", tmp_path / "out", device="cpu")
