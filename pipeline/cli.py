@@ -34,12 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run(sub.add_parser("run", help="bring STAGE up to date, running what is stale"))
     status = sub.add_parser("status", help="say which stages are fresh, stale or never ran")
-    status.add_argument(
-        "args",
-        nargs="*",
-        metavar="[STAGE] [STAGE.KEY=VALUE ...]",
-        help="only this stage and its upstream; overrides show their effect (never recorded)",
-    )
+    _stage_args(status, "only this stage and its upstream; overrides show their effect")
     status.add_argument("--json", action="store_true", help="print a JSON document (see README)")
     status.add_argument("-m", "--multirun", action="store_true", help="the members of a sweep")
     sync = sub.add_parser("sync", help="upload offline W&B runs, producers before consumers")
@@ -48,13 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stage_args(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("args", nargs="*", metavar="[STAGE] [STAGE.KEY=VALUE ...]", help=help_text)
+
+
 def _add_run(run: argparse.ArgumentParser) -> None:
-    run.add_argument(
-        "args",
-        nargs="*",
-        metavar="[STAGE] [STAGE.KEY=VALUE ...]",
-        help="target stage (default: the last stages) and sticky config overrides",
-    )
+    _stage_args(run, "target stage (default: the last stages) and sticky config overrides")
     run.add_argument("--force", action="store_true", help="rerun STAGE even if fresh")
     run.add_argument(
         "--only",

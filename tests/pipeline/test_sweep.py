@@ -88,3 +88,18 @@ def test_a_swept_input_routes_it_to_producer_members_made_for_it() -> None:
         ("model", "train", "model"),
         ("dataset", "prepare_data[evaluate.dataset=fashion_mnist]", "dataset"),
     )
+
+
+def test_routing_combines_with_a_hyperparameter_sweep() -> None:
+    sweep = {"train": [("lr", ["0.1", "0.01"])], "evaluate": [("dataset", ["a", "b"])]}
+    members = expand(G, ["plot"], sweep, FAN_IN)
+    evaluations = [m.key for m in members if m.stage == "evaluate"]
+    assert evaluations == [
+        "evaluate[evaluate.dataset=a,train.lr=0.1]",
+        "evaluate[evaluate.dataset=b,train.lr=0.1]",
+        "evaluate[evaluate.dataset=a,train.lr=0.01]",
+        "evaluate[evaluate.dataset=b,train.lr=0.01]",
+    ]
+    (plot,) = [m for m in members if m.stage == "plot"]
+    assert len([s for s, _, a in plot.inputs if a == "evaluation"]) == 4
+    assert len([s for s, _, a in plot.inputs if a == "model"]) == 2
