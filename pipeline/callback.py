@@ -46,7 +46,7 @@ class ArtifactRef:
 
 @dataclass
 class StageRun:
-    """What the runner tells the callback about the stage run in progress, and hears back."""
+    """What the pipeline's task tells the callback about the job in progress, and hears back."""
 
     stage: str
     config: Mapping[str, Any]
@@ -55,7 +55,7 @@ class StageRun:
     group: str | None = None
     workspace: Path = field(default_factory=Path.cwd)
     media: frozenset[str] = frozenset()
-    # Filled in by the runner once it committed the outputs, before the job ends.
+    # Filled in by the task once it committed the outputs, before the job ends.
     outputs: dict[str, ArtifactRef] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     # Filled in by the callback: the W&B run, for the store's index.

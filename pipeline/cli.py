@@ -15,7 +15,7 @@ from typing import Any
 from pipeline import cli_inspect
 from pipeline.errors import PipelineError, StageFailed, UsageError, did_you_mean
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK = 0  # failures exit with their error class's code: 1 a stage, 2 bad input
 
 
 class _Parser(argparse.ArgumentParser):
