@@ -16,7 +16,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.spec import OUT_PARAM
+from pipeline.spec import OUT_PARAM, StageSpec
 
 log = logging.getLogger(__name__)
 
@@ -207,14 +207,19 @@ def _relative(path: Path, workspace: Path) -> str:
         return str(path)
 
 
-def _spec(config: DictConfig) -> Any:
+def stage_spec(name: str) -> StageSpec:
+    """The spec of the stage called ``name`` in `stages.STAGES`."""
     import stages
 
-    name = str(config.hydra.job.name)
     for spec in stages.STAGES:
         if spec.name == name:
-            return spec
+            found: StageSpec = spec
+            return found
     raise LookupError(f"no stage named `{name}` in stages.STAGES")
+
+
+def _spec(config: DictConfig) -> StageSpec:
+    return stage_spec(str(config.hydra.job.name))
 
 
 def _producer_types() -> dict[str, str]:
@@ -245,8 +250,9 @@ def _config_keys(config: DictConfig, spec: Any) -> list[str]:
 
 def _standalone_outputs(config: DictConfig) -> dict[str, ArtifactRef]:
     spec = _spec(config)
-    choices = OmegaConf.to_container(config.hydra.runtime.choices)
-    assert isinstance(choices, dict)
+    found = OmegaConf.to_container(config.hydra.runtime.choices)
+    assert isinstance(found, dict)
+    choices = {str(k): str(v) for k, v in found.items()}
     out = Path(str(config[OUT_PARAM]))
     return {o.name: ArtifactRef(o.artifact_name(choices), o.type, out / o.name) for o in spec.logs}
 

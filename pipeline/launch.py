@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.callback import ArtifactRef, StageRun
+from pipeline.callback import ArtifactRef, StageRun, stage_spec
 from pipeline.errors import ConfigError, PipelineError, StageFailed
 from pipeline.spec import OUT_PARAM, StageSpec
 from pipeline.store import Store
@@ -65,7 +65,7 @@ class WaveTask:
         """What the callback reports for this job (one object per job and process)."""
         index = int(config[MEMBER_KEY])
         if index not in self._runs:
-            job, spec = self.jobs[index], _spec(self.stage)
+            job, spec = self.jobs[index], stage_spec(self.stage)
             self._runs[index] = StageRun(
                 stage=self.stage,
                 config=job.config,
@@ -78,7 +78,7 @@ class WaveTask:
         return self._runs[index]
 
     def __call__(self, config: Any) -> dict[str, Any]:
-        job, spec = self.jobs[int(config[MEMBER_KEY])], _spec(self.stage)
+        job, spec = self.jobs[int(config[MEMBER_KEY])], stage_spec(self.stage)
         tracked = self.stage_run(config)
         store = Store(self.workspace)
         staging = store.staging()
@@ -116,13 +116,6 @@ class WaveTask:
         }
 
 
-def _spec(stage: str) -> StageSpec:
-    import stages
-
-    found: StageSpec = next(s for s in stages.STAGES if s.name == stage)
-    return found
-
-
 def _pins(inputs: Mapping[str, ArtifactRef]) -> dict[str, Any]:
     from pipeline.lock import InputPin
 
@@ -156,7 +149,8 @@ def _plain(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _quote(value: object) -> str:
+def quote(value: object) -> str:
+    """A value as a quoted Hydra override value."""
     text = str(value).replace("\\", "\\\\").replace("'", "\\'")
     return f"'{text}'"
 
@@ -171,7 +165,7 @@ def launch_wave(
     members = ",".join(str(i) for i in range(len(task.jobs)))
     settings = [
         f"+{MEMBER_KEY}={members}",
-        f"hydra.sweep.dir={_quote(run_dir)}",
+        f"hydra.sweep.dir={quote(run_dir)}",
         # Logs go to stderr: stdout belongs to the CLI (`--json` documents).
         "hydra.job_logging.handlers.console.stream=ext://sys.stderr",
         "hydra.hydra_logging.handlers.console.stream=ext://sys.stderr",

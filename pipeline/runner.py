@@ -16,7 +16,7 @@ from pipeline import callback, compose, graph, lock
 from pipeline.callback import ArtifactRef
 from pipeline.digest import code_files
 from pipeline.errors import NotReproduced, UsageError
-from pipeline.launch import MemberJob, WaveTask, launch_wave
+from pipeline.launch import MemberJob, WaveTask, launch_wave, quote
 from pipeline.lock import InputPin, Lock, OutputPin, StageLock
 from pipeline.plan import Options, StageState, Step, decide, plan
 from pipeline.spec import StageSpec
@@ -214,7 +214,7 @@ def _run_wave(project: Project, wave: Sequence[Step], group: str) -> list[Step]:
     stamp = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{uuid.uuid4().hex[:6]}"
     overrides = [
         *project.launcher,
-        *(f"hydra.callbacks.wandb.{k}={_quote(v)}" for k, v in sorted(project.wandb.items())),
+        *(f"hydra.callbacks.wandb.{k}={quote(v)}" for k, v in sorted(project.wandb.items())),
     ]
     task = WaveTask(project.workspace, stage, group, jobs)
     results = launch_wave(task, spec, project.workspace / "outputs" / stage / stamp, overrides)
@@ -251,11 +251,6 @@ def _check_frozen_after(project: Project, step: Step) -> None:
                 f"stage `{step.stage}` did not reproduce the lock: artifact `{pin.name}` has "
                 f"digest {pin.digest}, the lock pins {expected}; the lock is left unchanged"
             )
-
-
-def _quote(value: object) -> str:
-    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{text}'"
 
 
 def _record(project: Project, step: Step) -> None:
