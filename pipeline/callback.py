@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import netrc
 import os
@@ -16,6 +17,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.errors import UsageError
 from pipeline.spec import OUT_PARAM, StageSpec
 
 log = logging.getLogger(__name__)
@@ -207,15 +209,31 @@ def _relative(path: Path, workspace: Path) -> str:
         return str(path)
 
 
-def stage_spec(name: str) -> StageSpec:
-    """The spec of the stage called ``name`` in `stages.STAGES`."""
-    import stages
+STAGES_ENV = "PIPELINE_STAGES"
 
-    for spec in stages.STAGES:
+
+def stage_specs() -> tuple[StageSpec, ...]:
+    """The project's stages: ``STAGES`` of the package `$PIPELINE_STAGES` names (`stages`)."""
+    package = os.environ.get(STAGES_ENV) or "stages"
+    try:
+        module = importlib.import_module(package)
+    except ModuleNotFoundError as exc:
+        raise UsageError(
+            f"`{STAGES_ENV}={package}`: no such package ({exc}); "
+            "name an importable package that defines STAGES"
+        ) from exc
+    specs: tuple[StageSpec, ...] = tuple(getattr(module, "STAGES", ()))
+    if not specs:
+        raise UsageError(f"package `{package}` defines no STAGES; list its stage specs there")
+    return specs
+
+
+def stage_spec(name: str) -> StageSpec:
+    """The spec of the stage called ``name`` in the project's stages."""
+    for spec in stage_specs():
         if spec.name == name:
-            found: StageSpec = spec
-            return found
-    raise LookupError(f"no stage named `{name}` in stages.STAGES")
+            return spec
+    raise LookupError(f"no stage named `{name}` in the project's STAGES")
 
 
 def _spec(config: DictConfig) -> StageSpec:
@@ -223,9 +241,7 @@ def _spec(config: DictConfig) -> StageSpec:
 
 
 def _producer_types() -> dict[str, str]:
-    import stages
-
-    return {o.name: o.type for spec in stages.STAGES for o in spec.logs}
+    return {o.name: o.type for spec in stage_specs() for o in spec.logs}
 
 
 def _standalone(config: DictConfig) -> StageRun:

@@ -111,22 +111,21 @@ def open_project(
     reset: Sequence[str] = (),
     multirun: bool = False,
 ) -> tuple[Project, dict[str, list[str]]]:
-    """The project of `stages.STAGES` in a workspace, with command-line overrides applied.
+    """The project of the stages (`callback.stage_specs`) in a workspace, with overrides applied.
 
     With ``multirun`` the overrides define a sweep's members and stick to nothing.
     """
-    import stages
-
-    names = [s.name for s in stages.STAGES]
+    specs = callback.stage_specs()
+    names = [s.name for s in specs]
     overrides = compose.split_overrides(argv_overrides, names)
     for name in reset:
         if name.replace("-", "_") not in names:
             raise UsageError(f"`--reset {name}`: no such stage; stages are {', '.join(names)}")
     resets = [r.replace("-", "_") for r in reset]
     if not multirun:
-        return load(workspace, stages.STAGES, overrides, resets), overrides
+        return load(workspace, specs, overrides, resets), overrides
     sweep = {stage: compose.sweep_values(stage, ovs) for stage, ovs in overrides.items()}
-    return load(workspace, stages.STAGES, None, resets, sweep), overrides
+    return load(workspace, specs, None, resets, sweep), overrides
 
 
 def code_root(spec: StageSpec) -> Path:
