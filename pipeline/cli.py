@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import shlex
+import sqlite3
 import sys
 import time
 import traceback
@@ -86,6 +89,8 @@ def _add_run(run: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    again = f"python -m pipeline {shlex.join(argv)}"
     try:
         parser = _parser()
         args, extra = parser.parse_known_args(argv)
@@ -104,16 +109,74 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = {"run": _run, "status": _status, "sync": _sync, **cli_inspect.COMMANDS}
         return commands[args.command](args)
     except StageFailed as exc:
+        if (problem := _cannot_write(exc)) is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return UsageError.exit_code
         if exc.__cause__ is not None and not isinstance(exc.__cause__, PipelineError):
             _print_stage_traceback(exc.__cause__)
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}; after fixing it, resume with `{again}`", file=sys.stderr)
         return exc.exit_code
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except (OSError, sqlite3.Error) as exc:
+        if (problem := _cannot_write(exc)) is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr)
+        return UsageError.exit_code
     except KeyboardInterrupt:
-        print("interrupted: finished stages are kept in the store and the lock", file=sys.stderr)
+        print(
+            "interrupted: stages that finished are kept in the store and the lock; "
+            f"resume with `{again}`",
+            file=sys.stderr,
+        )
         return 130
+
+
+def _written(filename: object) -> str:
+    """A file being written, as the user knows it: a stage's output, not our staging path."""
+    if not filename:
+        return "the workspace"
+    path = Path(str(filename))
+    parts = path.parts
+    if ".pipeline" in parts and "tmp" in parts[parts.index(".pipeline") :]:
+        inside = parts[parts.index("tmp", parts.index(".pipeline")) + 2 :]
+        if inside:
+            return f"the stage output `{Path(*inside).as_posix()}`"
+    return f"`{path}`"
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_DENIED = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _cannot_write(exc: BaseException) -> str | None:
+    """The disk is full or the workspace is read-only: say where, and what to do."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (*_FULL, *_DENIED):
+            where = _written(seen.filename)
+            if seen.errno in _FULL:
+                return (
+                    f"no space left to write {where} ({seen.strerror}); free space on that "
+                    "disk, or use a workspace on another one (`--workspace DIR`), and rerun "
+                    "(stages that finished are kept)"
+                )
+            return (
+                f"cannot write {where} ({seen.strerror}); run in a workspace you can write "
+                "to (`--workspace DIR`)"
+            )
+        if isinstance(seen, sqlite3.OperationalError) and "disk is full" in str(seen):
+            return (
+                "no space left for the store's index; free space on that disk and rerun "
+                "(stages that finished are kept)"
+            )
+        if isinstance(seen, sqlite3.OperationalError) and (
+            "readonly" in str(seen) or "unable to open" in str(seen)
+        ):
+            return "cannot open the store's index for writing; use a workspace you can write to"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 _PLUMBING = ("/hydra/", "/hydra_zen/", "/omegaconf/", "/pipeline/runner.py")
@@ -167,6 +230,11 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.runner import execute, open_project
 
     stage, overrides_argv, tracking = _stage_and_overrides(args.args)
+    if not os.access(args.workspace, os.W_OK):  # checked first, so that nothing is half-done
+        raise UsageError(
+            f"workspace `{args.workspace}` is not writable; make it writable or run in "
+            "another folder (`--workspace DIR`)"
+        )
     if args.frozen and (overrides_argv or args.reset or args.use or args.only):
         raise UsageError(
             "`--frozen` reproduces the lock as it is: drop the overrides, --reset, --use and --only"
@@ -213,6 +281,13 @@ class _Progress:
     def __call__(self, event: str, step: Any) -> None:
         if self.quiet:
             return
+        if event == "wait":  # on stderr even under --json: the user must see why it pauses
+            print(
+                f"{step.stage}: waiting for another process in this workspace that runs it",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
         if event == "start":
             self.started[step.stage] = time.perf_counter()
             print(f"{step.stage}: run ({'; '.join(step.reasons)})", flush=True)
@@ -227,10 +302,16 @@ class _Progress:
 def _parse_use(project: Any, text: str, in_scope: list[str]) -> tuple[str, str]:
     """``model:v0`` or ``dataset-digits:v1`` -> (the artifact's name in the DAG, version)."""
     from pipeline.graph import producers
+    from pipeline.spec import safe_name
 
     name, sep, ref = text.partition(":")
     if not sep or not name or not ref:
         raise UsageError(f"`--use {text}` should be NAME:VERSION, e.g. `--use model:v0`")
+    if not (safe_name(name) and safe_name(ref)):
+        raise UsageError(
+            f"`--use {text}`: artifact names, versions and aliases are letters, digits, "
+            "`-`, `_` and `.` (no `/`, `..` or absolute paths), e.g. `--use model:v0`"
+        )
     made_by = producers(project.graph)
     stored = {a: k for s in project.states.values() for k, a in s.artifacts.items()}
     slot = name if name in made_by else stored.get(name)

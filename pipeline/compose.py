@@ -129,6 +129,15 @@ def _explain(spec: StageSpec, overrides: Sequence[str], exc: Exception) -> str:
         group, option = m.groups()
         options = ", ".join(sorted(spec.groups.get(group, {})))
         return f"unknown option `{option}` for `{spec.name}.{group}`; choose one of: {options}"
+    typed = re.search(
+        r"override (\S+?)=(\S*)(?s:.*)could not be converted to (\w+)", f"{text}\n{exc.__cause__}"
+    )
+    if typed:
+        key, value, kind = typed.groups()
+        return (
+            f"`{spec.name}.{key}={value}`: expected a value of type {kind.lower()}, "
+            f"got `{value}` (`python -m {spec.module} --help` shows each key's type)"
+        )
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     cause = f": {exc.__cause__}".splitlines()[0] if exc.__cause__ else ""
     return f"cannot apply overrides {' '.join(overrides)} to `{spec.name}`: {first}{cause}"

@@ -32,6 +32,10 @@ class StoreError(PipelineError, RuntimeError):
     """An artifact store that is missing, corrupt or asked for something absent."""
 
 
+class NoSpace(PipelineError, OSError):
+    """The disk filled up while a stage wrote its outputs; nothing of it was kept."""
+
+
 class StageFailed(PipelineError, RuntimeError):
     """A stage's task raised; its outputs were discarded."""
 

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import importlib.metadata
 import platform
+import shutil
+import sys
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.callback import ArtifactRef, StageRun, stage_spec
-from pipeline.errors import ConfigError, PipelineError, StageFailed
-from pipeline.spec import OUT_PARAM, StageSpec
+from pipeline.errors import ConfigError, NoSpace, PipelineError, StageFailed
+from pipeline.spec import OUT_PARAM, StageInputError, StageSpec
 from pipeline.store import Store
 from pipeline.sweep import slot_label
 
 # Libraries whose version can change a stage's bits; recorded in the lock, not fingerprinted.
 _LIBRARIES = ("numpy", "torch", "torchvision", "scikit-learn", "matplotlib", "mnist1d")
 MEMBER_KEY = "pipeline_member"
+_FULL_BELOW = 1 << 20  # bytes free under which a failing stage is taken to have filled the disk
 
 
 def environment() -> dict[str, str]:
@@ -93,9 +99,24 @@ class WaveTask:
                 for o in spec.logs
             }
         except (Exception, KeyboardInterrupt) as exc:
+            # First give the space back (a full disk): drop the failed stage's objects,
+            # which may hold its output files open, then its folder.
+            _release(exc)
+            free = shutil.disk_usage(staging).free
+            store.clean_tmp(staging)
             store.runs.end(run_id, None, {}, tracked.tracking)
             if isinstance(exc, KeyboardInterrupt):
                 raise
+            if isinstance(exc, StageInputError):  # bad input, not a bug: no traceback
+                raise ConfigError(f"stage `{job.key}`: {exc}") from exc
+            # Libraries report a full disk in their own words (numpy: "N requested and M
+            # written", torch: "iostream error"): a failure with the disk full is one.
+            if free < _FULL_BELOW and not isinstance(exc, PipelineError):
+                raise NoSpace(
+                    f"stage `{job.key}` ran out of disk space writing its outputs; free space "
+                    "on the disk holding the workspace, or use a workspace on another disk "
+                    "(`--workspace DIR`), and rerun (stages that finished are kept)"
+                ) from exc
             detail = exc if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
             raise StageFailed(f"stage `{job.key}` failed: {detail}") from exc
         finally:
@@ -114,6 +135,15 @@ class WaveTask:
             "environment": env,
             "outputs": {k: vars(p) for k, p in outputs.items()},
         }
+
+
+def _release(exc: BaseException) -> None:
+    """Drop the local variables of a failed stage's frames; the traceback still prints."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        traceback.clear_frames(seen.__traceback__)
+        seen = seen.__cause__ or seen.__context__
+    gc.collect()
 
 
 def _pins(inputs: Mapping[str, ArtifactRef]) -> dict[str, Any]:
@@ -172,16 +202,17 @@ def launch_wave(
         *overrides,
     ]
     try:
-        returns = launch(
-            spec.config,
-            task,
-            overrides=settings,
-            multirun=True,
-            config_name=spec.name,
-            job_name=spec.name,
-            version_base="1.3",
-        )
-    except StageFailed:
+        with contextlib.redirect_stderr(_WithoutJobErrorLine(sys.stderr)):
+            returns = launch(
+                spec.config,
+                task,
+                overrides=settings,
+                multirun=True,
+                config_name=spec.name,
+                job_name=spec.name,
+                version_base="1.3",
+            )
+    except (StageFailed, ConfigError, NoSpace):
         raise
     except ConfigCompositionException as exc:
         launcher = " ".join(o for o in overrides if o.startswith("hydra")) or "the launcher"
@@ -193,5 +224,19 @@ def launch_wave(
     except Exception as exc:  # a launcher's own failure, or a job's raised again by Hydra
         detail = f"{type(exc).__name__}: {exc}"
         raise StageFailed(f"stage `{spec.name}` failed: {detail}") from exc
-    # `return_value` raises a failed job's exception again (a StageFailed naming it).
     return [job_return.return_value for wave in returns for job_return in wave]
+
+
+class _WithoutJobErrorLine:
+    """Standard error without Hydra's "Error executing job ..." line: we say it ourselves."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if text.startswith("Error executing job with overrides"):
+            return len(text)
+        return int(self._stream.write(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import LockError
+from pipeline.spec import safe_name
 
 LOCK_NAME = "dvc_free_lock.yaml"
 SCHEMA = 1
@@ -138,9 +140,19 @@ def read(path: Path) -> Lock:
     return loads(path.read_text(encoding="utf-8"), source=str(path.name))
 
 
+class _Checked:
+    """A string shape that must also pass a test (names become folders in the store)."""
+
+    def __init__(self, test: Callable[[str], bool], expected: str) -> None:
+        self.test, self.expected = test, expected
+
+
+_NAME = _Checked(safe_name, "a name of letters, digits, `-`, `_` and `.` (no `/` or `..`)")
+_VERSION = _Checked(lambda v: re.fullmatch(r"v[0-9]+", v) is not None, "a version like `v0`")
+
 # Expected shape of one stage block: a type, or a nested shape for mappings,
 # or ``(shape,)`` for "a mapping from any name to this shape".
-_PIN = {"name": str, "version": str, "digest": str}
+_PIN = {"name": _NAME, "version": _VERSION, "digest": str}
 _OUT = {**_PIN, "type": str, "size": int, "files": int}
 _STAGE = {
     "fingerprint": str,
@@ -205,6 +217,11 @@ def _check(node: yaml.Node, shape: Any, source: str, where: str) -> None:
             "stage's block and rerun the stage"
         )
 
+    if isinstance(shape, _Checked):
+        _check(node, str, source, where)
+        if not shape.test(node.value):
+            raise fail(f"{shape.expected}, not `{node.value}`")
+        return
     if isinstance(shape, type):
         if shape in _KIND:
             if not isinstance(node, _KIND[shape]):

@@ -9,7 +9,7 @@ from typing import Any, Literal, Protocol
 import networkx as nx
 
 from pipeline import digest
-from pipeline.errors import UsageError
+from pipeline.errors import StoreError, UsageError
 from pipeline.graph import order
 from pipeline.lock import InputPin, Lock, OutputPin, StageLock, flatten
 from pipeline.sweep import Member, expand
@@ -48,8 +48,8 @@ class Index(Protocol):
     def cached(self, fingerprint: str) -> CachedRun | None:
         """The last successful run with this fingerprint, if any."""
 
-    def intact(self, pin: OutputPin) -> bool:
-        """Whether this artifact version's files are all present and unchanged."""
+    def damage(self, pin: OutputPin) -> str | None:
+        """What is wrong with this artifact version's files, ``None`` if they are intact."""
 
     def resolve(self, name: str, ref: str) -> InputPin | None:
         """An artifact version by name and version or alias (``v3``, ``latest``)."""
@@ -140,6 +140,8 @@ def _pinned(
                 f"`--only` needs the outputs of `{name}` pinned in the lock, and it has none; "
                 f"run `python -m pipeline run {member.stage}` first"
             )
+        for output in entry.outputs.values():
+            _check_pin(index, output, member.stage, "`--only` uses")
         return Step(
             name, "pin", ("pinned by the lock (--only)",), entry.fingerprint, outputs=entry.outputs
         )
@@ -159,8 +161,19 @@ def _pinned(
                 "`python -m pipeline status` lists the versions in the lock"
             )
         outputs[artifact] = OutputPin(pin.name, "", pin.version, pin.digest, 0, 0)
+        _check_pin(index, outputs[artifact], member.stage, f"`--use {artifact}:{ref}` pins")
     reasons = tuple(f"pinned by --use {a}:{r}" for a, r in sorted(used.items()))
     return Step(name, "pin", reasons, None, outputs=outputs)
+
+
+def _check_pin(index: Index, pin: OutputPin, stage: str, what: str) -> None:
+    """Stop before anything runs when a pinned input is absent or damaged in the store."""
+    problem = index.damage(pin)
+    if problem is not None:
+        raise StoreError(
+            f"{what} `{pin.name}` {pin.version}, which is not intact in the store ({problem}); "
+            f"rebuild it with `python -m pipeline run --force {stage}`"
+        )
 
 
 def decide(
@@ -188,16 +201,16 @@ def decide(
         return Step(name, "run", ("forced", *reasons), fp, pins)
     if entry is not None and entry.fingerprint == fp:
         missing = [
-            f"output missing: {p.name} {p.version}"
+            f"output {p.name} {p.version} is not intact ({problem})"
             for p in entry.outputs.values()
-            if not index.intact(p)
+            if (problem := index.damage(p)) is not None
         ]
         if not missing:
             kept = (entry.outputs, entry.metrics, entry.environment)
             return Step(name, "reuse", (), fp, pins, *kept)
         return Step(name, "run", tuple(missing), fp, pins)
     cached = index.cached(fp)
-    if cached is not None and all(index.intact(p) for p in cached.outputs.values()):
+    if cached is not None and all(index.damage(p) is None for p in cached.outputs.values()):
         reasons = (*reasons, "same fingerprint ran before: outputs restored from the store")
         kept = (cached.outputs, cached.metrics, cached.environment)
         return Step(name, "reuse", reasons, fp, pins, *kept)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sys
 import time
@@ -11,11 +12,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import networkx as nx
+from filelock import FileLock, Timeout
 
 from pipeline import callback, compose, graph, lock
 from pipeline.callback import ArtifactRef
 from pipeline.digest import code_files
-from pipeline.errors import NotReproduced, UsageError
+from pipeline.errors import ConfigError, NotReproduced, UsageError
 from pipeline.launch import MemberJob, WaveTask, launch_wave, quote
 from pipeline.lock import InputPin, Lock, OutputPin, StageLock
 from pipeline.plan import Options, StageState, Step, decide, plan
@@ -146,18 +148,20 @@ def execute(
     A stage's members to run form one wave, launched as one Hydra multirun, so that a
     parallel launcher (``hydra/launcher=joblib``) runs them side by side.
     """
+    _preflight(project, steps)
     known: dict[tuple[str, str], InputPin | None] = {}
     done: list[Step] = []
     # One W&B group per invocation: the runs of one `pipeline run` sit together.
     group = f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     for _, members in itertools.groupby(steps, key=lambda s: project.states[s.stage].stage):
-        ready = [_ready(project, step, options, known) for step in members]
-        wave = [step for step in ready if step.action == "run"]
-        for step in wave:
-            if options.frozen:
-                _check_frozen_before(project, step)
-            report("start", step)
-        finished = {s.stage: s for s in _run_wave(project, wave, group)} if wave else {}
+        with contextlib.ExitStack() as claims:
+            ready = _claim(project, members, options, known, report, claims)
+            wave = [step for step in ready if step.action == "run"]
+            for step in wave:
+                if options.frozen:
+                    _check_frozen_before(project, step)
+                report("start", step)
+            finished = {s.stage: s for s in _run_wave(project, wave, group)} if wave else {}
         for step in ready:
             step = finished.get(step.stage, step)
             if options.frozen and step.stage in finished:
@@ -169,6 +173,51 @@ def execute(
                 known[(step.stage, artifact)] = InputPin(pin.name, pin.version, pin.digest)
             done.append(step)
     return done
+
+
+def _preflight(project: Project, steps: Sequence[Step]) -> None:
+    """Each stage's own check of its config, for every member to run, before anything runs."""
+    for step in steps:
+        state = project.states[step.stage]
+        check = project.specs[state.stage].check
+        if step.action == "run" and check is not None:
+            try:
+                check(state.config)
+            except ValueError as exc:
+                raise ConfigError(f"stage `{step.stage}`: {exc}") from exc
+
+
+def _claim(
+    project: Project,
+    members: Iterable[Step],
+    options: Options,
+    known: dict[tuple[str, str], InputPin | None],
+    report: Report,
+    claims: contextlib.ExitStack,
+) -> list[Step]:
+    """The wave's steps, each member to run claimed for this process by its fingerprint.
+
+    Another process of this workspace (a second terminal) may be running the same
+    fingerprint: we wait for it, say so, and then reuse what it made. The claims are
+    file locks, so a killed process leaves nothing that blocks.
+    """
+    ready = [_ready(project, step, options, known) for step in members]
+    running = sorted((s for s in ready if s.action == "run"), key=lambda s: s.fingerprint or "")
+    for step in running:
+        claim = FileLock(project.store.root / "locks" / f"{step.fingerprint}.lock")
+        try:
+            claim.acquire(timeout=0)
+        except Timeout:
+            report("wait", step)
+            claim.acquire()
+        claims.callback(claim.release)
+    # What another process finished while we waited is now in the run cache.
+    return [
+        _ready(project, replace(step, fingerprint=None), options, known)
+        if step.action == "run" and step.stage not in options.force
+        else step
+        for step in ready
+    ]
 
 
 def _ready(
@@ -266,5 +315,7 @@ def _record(project: Project, step: Step) -> None:
         metrics=dict(step.metrics),
         environment=dict(step.environment),
     )
-    project.lock = project.lock.with_stage(step.stage, entry)
-    lock.write(project.lock_path, project.lock)
+    # Read again under a file lock: another process may have recorded other stages.
+    with FileLock(project.store.root / "locks" / "lockfile.lock"):
+        project.lock = lock.read(project.lock_path).with_stage(step.stage, entry)
+        lock.write(project.lock_path, project.lock)

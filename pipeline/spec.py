@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 #: Name of the parameter through which every stage receives its output folder.
 OUT_PARAM = "out"
+
+# Artifact names, versions and aliases become folder names in the store: letters, digits,
+# `-`, `_` and `.` only (as W&B allows), never `..`, so none can leave the store.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def safe_name(text: str) -> bool:
+    """Whether ``text`` can name an artifact, version or alias (and a folder in the store)."""
+    return _SAFE_NAME.fullmatch(text) is not None and ".." not in text
+
+
+class StageInputError(ValueError):
+    """Raised by a stage (or its ``check``) for unusable input or config, not for a bug.
+
+    The command line reports it as bad input: one line, exit code 2, no traceback.
+    """
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,9 @@ class StageSpec:
     ``groups`` maps a config group to its options (``{"model": {"mlp": ...}}``).
     An input listed in ``fan_in`` gathers every member of a sweep: the task gets a
     mapping ``{member label: folder}`` (``{"default": folder}`` outside a sweep).
+    ``check``, if given, looks at a member's resolved config before anything runs and
+    raises :class:`StageInputError` for input that cannot work (a missing dataset folder),
+    so that nothing is written; it must be quick and import nothing heavy.
     """
 
     name: str
@@ -52,6 +72,7 @@ class StageSpec:
     logs: tuple[Output, ...] = ()
     fan_in: tuple[str, ...] = ()
     groups: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    check: Callable[[Mapping[str, Any]], None] | None = None
 
     @property
     def module(self) -> str:

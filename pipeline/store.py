@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import time
 import uuid
@@ -19,8 +20,10 @@ from pipeline.errors import StoreError
 from pipeline.lock import InputPin, OutputPin
 from pipeline.plan import CachedRun
 from pipeline.runs import RunIndex
+from pipeline.spec import safe_name
 
 STORE_DIR = ".pipeline"
+_HOST = socket.gethostname().replace("-", "_") or "host"
 _INDEX_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions(
@@ -48,8 +51,54 @@ def open_existing(workspace: Path) -> Store:
     return Store(workspace)
 
 
-def _files(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+def _files(folder: Path, name: str) -> list[str]:
+    """The plain files under a stage's output folder; links and devices are refused."""
+    found = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_symlink() or not (path.is_dir() or path.is_file()):
+            raise StoreError(
+                f"artifact `{name}`: `{rel}` is a link or special file; a stage must write "
+                "plain files into its output folder"
+            )
+        if path.is_file():
+            found.append(rel)
+    return found
+
+
+def _walk(folder: Path) -> tuple[set[str], list[str]]:
+    """The plain files under ``folder`` (relative), and whatever else is there but folders."""
+    files: set[str] = set()
+    other: list[str] = []
+    pending = [folder]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                rel = Path(entry.path).relative_to(folder).as_posix()
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    files.add(rel)
+                else:
+                    other.append(rel)
+    return files, sorted(other)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _object_name(md5_b64: str) -> str:
@@ -62,20 +111,41 @@ class Store:
 
     def __init__(self, workspace: Path) -> None:
         self.root = workspace / STORE_DIR
-        for sub in ("objects", "artifacts", "tmp"):
+        for sub in ("objects", "artifacts", "tmp", "locks"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.root / "index.sqlite", timeout=60, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
         (found,) = self._db.execute("PRAGMA user_version").fetchone()
-        tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if tables and found != _INDEX_VERSION:
-            self._db.close()
-            raise StoreError(
-                f"`{self.root}` was made by another version of this tool (index {found}, "
-                f"expected {_INDEX_VERSION}); move it away and rerun to rebuild the store"
-            )
-        self._db.executescript(_SCHEMA + f"PRAGMA user_version={_INDEX_VERSION};")
+        if found != _INDEX_VERSION:
+            self._create(found)
         self.runs = RunIndex(self._db, self._transaction)
+        self._clean_abandoned()
+
+    def _create(self, found: int) -> None:
+        """Set up a new index (once, even when several processes open it at the same time)."""
+        self._db.execute("PRAGMA journal_mode=WAL")
+        with self._transaction() as db:
+            (found,) = db.execute("PRAGMA user_version").fetchone()
+            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if tables and found != _INDEX_VERSION:
+                raise StoreError(
+                    f"`{self.root}` was made by another version of this tool (index {found}, "
+                    f"expected {_INDEX_VERSION}); move it away and rerun to rebuild the store"
+                )
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version={_INDEX_VERSION}")
+
+    def _clean_abandoned(self) -> None:
+        """Remove what killed processes of this host left half-written in `tmp/`."""
+        for entry in (self.root / "tmp").iterdir():
+            host, pid, _ = [*entry.name.rsplit("-", 2), "", ""][:3]
+            if host == _HOST and pid.isdigit() and not _alive(int(pid)):
+                _remove(entry)
+
+    def _temp(self) -> Path:
+        """A fresh path in `tmp/`, named after this host and process so leftovers are found."""
+        return self.root / "tmp" / f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex}"
 
     def close(self) -> None:
         """Close the index."""
@@ -94,17 +164,28 @@ class Store:
     # -- artifacts -------------------------------------------------------------
     def path(self, name: str, version: str) -> Path:
         """The read-only folder of an artifact version."""
+        if not (safe_name(name) and safe_name(version)):
+            raise StoreError(
+                f"artifact `{name}:{version}` cannot be in the store: names and versions are "
+                "letters, digits, `-`, `_` and `.` (no `/` or `..`)"
+            )
         return self.root / "artifacts" / name / version
 
     def staging(self) -> Path:
         """A new empty folder on the store's file system for a stage to write into."""
-        folder = self.root / "tmp" / uuid.uuid4().hex
+        folder = self._temp()
         folder.mkdir()
         return folder
 
     def commit(self, folder: Path, name: str, type_: str) -> OutputPin:
-        """Store a folder's files as a version of ``name``; identical content reuses its version."""
-        manifest = {rel: file_md5(folder / rel) for rel in _files(folder)}
+        """Store a folder's files as a version of ``name``; identical content reuses its version.
+
+        Objects are written first, each to a temporary name then renamed; the version
+        folder is built aside and renamed into place inside the index transaction, so a
+        version is visible only once all its files are in place.
+        """
+        self.path(name, "v0")  # the name is safe before anything is written
+        manifest = {rel: file_md5(folder / rel) for rel in _files(folder, name)}
         if not manifest:
             raise StoreError(f"artifact `{name}` is empty: its stage wrote no file into {folder}")
         for rel, md5 in manifest.items():
@@ -135,35 +216,55 @@ class Store:
                 )
             else:
                 version = row[0]
-            self._materialise(name, f"v{version}", manifest)
+            # A folder for a version the index did not have is a crash's leftover.
+            self._materialise(name, f"v{version}", manifest, fresh=row is None)
             db.execute("INSERT OR REPLACE INTO aliases VALUES (?, 'latest', ?)", (name, version))
         return OutputPin(name, type_, f"v{version}", digest, size, len(manifest))
 
     def _put_object(self, src: Path, md5: str) -> None:
         target = self.root / "objects" / _object_name(md5)
-        if target.exists():
+        if self.hash(target) == md5:  # present and undamaged (size and mtime checked)
             return
         target.parent.mkdir(exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
-        shutil.copyfile(src, tmp)
-        tmp.chmod(0o444)
-        os.replace(tmp, target)
+        tmp = self._temp()
+        try:
+            try:  # the staging folder is on the store's file system: link, do not copy
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
+            tmp.chmod(0o444)
+            os.replace(tmp, target)
+            self._remember(target, md5)
+        finally:
+            tmp.unlink(missing_ok=True)
 
-    def _materialise(self, name: str, version: str, manifest: Mapping[str, str]) -> None:
-        """Build the version folder beside its final place, then rename it in one step."""
+    def _materialise(
+        self, name: str, version: str, manifest: Mapping[str, str], fresh: bool
+    ) -> None:
+        """Build the version folder aside, then rename it into place in one step."""
         final = self.path(name, version)
-        if final.exists():
+        if final.exists() and not fresh and self._damage(final, manifest) is None:
             return
-        tmp = final.with_name(f".{version}.{uuid.uuid4().hex}")
-        for rel, md5 in manifest.items():
-            dest = tmp / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            obj = self.root / "objects" / _object_name(md5)
-            try:
-                os.link(obj, dest)
-            except OSError:  # no hard links on this file system: copy instead
-                shutil.copyfile(obj, dest)
-        tmp.rename(final)
+        tmp = self._temp()
+        try:
+            for rel, md5 in manifest.items():
+                dest = tmp / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                obj = self.root / "objects" / _object_name(md5)
+                try:
+                    os.link(obj, dest)
+                except OSError:  # no hard links on this file system: copy instead
+                    shutil.copyfile(obj, dest)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.exists() or final.is_symlink():  # damaged, or left by a crash
+                old = self._temp()
+                final.rename(old)
+                _remove(old)
+            tmp.rename(final)
+        finally:
+            _remove(tmp)
+        for rel, md5 in manifest.items():  # hashed already: the next check needs no read
+            self._remember(final / rel, md5)
 
     def _version_row(self, name: str, ref: str) -> tuple[Any, ...] | None:
         if ref.startswith("v") and ref[1:].isdigit():
@@ -187,12 +288,40 @@ class Store:
 
     def intact(self, pin: OutputPin) -> bool:
         """Whether the version folder holds exactly the files its digest promises."""
+        return self.damage(pin) is None
+
+    def damage(self, pin: OutputPin, rehash: bool = False) -> str | None:
+        """What is wrong with a version, ``None`` if nothing.
+
+        A file is hashed again when its size, mtime or inode changed since it was last
+        hashed (the stat cache), or always with ``rehash``.
+        """
         row = self._version_row(pin.name, pin.version)
-        folder = self.path(pin.name, pin.version)
-        if row is None or row[2] != pin.digest or not folder.is_dir():
-            return False
+        if row is None:
+            return "not in the store's index"
+        if row[2] != pin.digest:
+            return f"the store's {pin.version} has digest {row[2]}, not {pin.digest}"
         manifest: dict[str, str] = json.loads(row[5])
-        return all(self.hash(folder / rel) == md5 for rel, md5 in manifest.items())
+        return self._damage(self.path(pin.name, pin.version), manifest, rehash)
+
+    def _damage(
+        self, folder: Path, manifest: Mapping[str, str], rehash: bool = False
+    ) -> str | None:
+        inside = self.root.resolve() / "artifacts"
+        if not folder.is_dir() or not folder.resolve().is_relative_to(inside):
+            return "its folder is missing, or a link out of the store"
+        found, links = _walk(folder)
+        if links:
+            return f"{', '.join(links)} are links or special files, not plain files"
+        if missing := sorted(set(manifest) - found):
+            return f"missing {', '.join(missing)}"
+        if extra := sorted(found - set(manifest)):
+            return f"unexpected {', '.join(extra)}"
+        hashed = file_md5 if rehash else self.hash
+        changed = [rel for rel, md5 in manifest.items() if hashed(folder / rel) != md5]
+        return (
+            f"corrupt {', '.join(changed)} (content differs from its digest)" if changed else None
+        )
 
     def hash(self, path: Path) -> str | None:
         """A file's base64 MD5, from the stat cache when its size, mtime and inode match."""
@@ -208,28 +337,19 @@ class Store:
         if row:
             return str(row[0])
         md5 = file_md5(path)
+        self._remember(path, md5, st)
+        return md5
+
+    def _remember(self, path: Path, md5: str, st: os.stat_result | None = None) -> None:
+        st = st or path.stat()
         self._db.execute(
             "INSERT OR REPLACE INTO stat_cache VALUES (?,?,?,?,?)",
-            (key, st.st_size, st.st_mtime_ns, st.st_ino, md5),
+            (str(path.relative_to(self.root)), st.st_size, st.st_mtime_ns, st.st_ino, md5),
         )
-        return md5
 
     def verify(self, pin: OutputPin) -> str | None:
         """What is wrong with a version, rehashing every file (no cache): ``None`` if nothing."""
-        row = self._version_row(pin.name, pin.version)
-        folder = self.path(pin.name, pin.version)
-        if row is None:
-            return "not in the store's index"
-        if row[2] != pin.digest:
-            return f"the store's {pin.version} has digest {row[2]}, not {pin.digest}"
-        manifest: dict[str, str] = json.loads(row[5])
-        missing = [rel for rel in manifest if not (folder / rel).is_file()]
-        if missing:
-            return f"missing {', '.join(missing)}"
-        changed = [rel for rel, md5 in manifest.items() if file_md5(folder / rel) != md5]
-        return (
-            f"corrupt {', '.join(changed)} (content differs from its digest)" if changed else None
-        )
+        return self.damage(pin, rehash=True)
 
     def all_versions(self) -> list[dict[str, Any]]:
         """Every artifact version: name, version, type, digest, size, files, path."""

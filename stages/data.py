@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from pipeline.spec import StageInputError
+
 if TYPE_CHECKING:
     import numpy as np
     from torchvision.datasets import VisionDataset
@@ -24,7 +26,7 @@ class Loaded(NamedTuple):
     source: str
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(StageInputError):
     """A dataset's files are not on disk and downloading was not allowed."""
 
 
@@ -126,8 +128,10 @@ def split_indices(
     """Stratified, seeded split of ``range(len(y))`` into sorted train/val/test indices."""
     import numpy as np
 
+    if not len(y):
+        raise StageInputError("the dataset is empty: it has no samples to split")
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(
+        raise StageInputError(
             f"split fractions must be in [0, 1) and sum below 1; "
             f"got val_fraction={val_fraction}, test_fraction={test_fraction}"
         )

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from hydra_zen import builds
 
-from pipeline.spec import Output, StageSpec
+from pipeline.spec import Output, StageInputError, StageSpec
 from stages import app, data, models
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def _check_fits(model: Path, meta: dict[str, Any]) -> None:
     if list(record["in_shape"]) != list(meta["input_shape"]) or (
         record["num_classes"] != meta["num_classes"]
     ):
-        raise ValueError(
+        raise StageInputError(
             f"the model takes inputs {record['in_shape']} with {record['num_classes']} classes, "
             f"but dataset `{meta['source']}` has {meta['input_shape']} with "
             f"{meta['num_classes']}; evaluate it on a dataset of the same shape"

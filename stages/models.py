@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.spec import StageInputError
 from stages.data import write_json
 
 if TYPE_CHECKING:
@@ -103,8 +103,25 @@ def torchvision_model(
         # After the upsample, so no gradient flows through it (its CUDA backward
         # is nondeterministic).
         layers.append(nn.Conv2d(channels, 3, kernel_size=1))
+    check_torchvision_name(name)
     layers.append(get_model(name, weights=None, num_classes=num_classes))
     return nn.Sequential(*layers)
+
+
+def check_torchvision_name(name: str) -> None:
+    """Refuse a name that is not one of torchvision's classifiers (imports torchvision)."""
+    import difflib
+
+    from torchvision import models as classifiers
+
+    known = classifiers.list_models(module=classifiers)
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean `{close[0]}`? " if close else ""
+        raise StageInputError(
+            f"`{name}` is not a torchvision classifier; {hint}"
+            "`python -c 'import torchvision; print(torchvision.models.list_models())'` lists them"
+        )
 
 
 def resolve_device(name: str) -> str:
@@ -147,8 +164,14 @@ def load(folder: Path, device: torch.device | str = "cpu") -> nn.Module:
     import torch
 
     record = json.loads((folder / MODEL_FILE).read_text())
-    module_name, _, attr = record["factory"].rpartition(".")
-    factory = getattr(importlib.import_module(module_name), attr)
+    # The record comes from an artifact: it may only name one of our own builders,
+    # never an arbitrary importable callable.
+    factory = _FACTORIES.get(record.get("factory"))
+    if factory is None:
+        raise StageInputError(
+            f"`{folder / MODEL_FILE}` names factory `{record.get('factory')}`; a model artifact "
+            f"can only be rebuilt by one of {', '.join(sorted(_FACTORIES))}"
+        )
     net = factory(record["in_shape"], record["num_classes"], **record["kwargs"])
     state = torch.load(folder / STATE_FILE, map_location=device, weights_only=True)
     net.load_state_dict(state)
@@ -162,3 +185,8 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict) or hasattr(value, "items"):
         return {str(k): _plain(v) for k, v in value.items()}
     return [_plain(v) for v in value]
+
+
+_FACTORIES: dict[str, Callable[..., Any]] = {
+    f"{__name__}.{f.__qualname__}": f for f in (mlp, cnn, torchvision_model)
+}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from hydra_zen import builds
 
-from pipeline.spec import Output, StageSpec
+from pipeline.spec import Output, StageInputError, StageSpec
 from stages import app, data
 
 
@@ -30,6 +31,24 @@ def prepare_data(
     }
 
 
+def check(config: Mapping[str, Any]) -> None:
+    """Refuse, before anything runs, a dataset that cannot load: no folder, no samples."""
+    dataset = config.get("dataset") or {}
+    root = dataset.get("root")
+    if root is not None and not dataset.get("download") and not Path(root).is_dir():
+        raise StageInputError(
+            f"dataset root `{root}` does not exist and download is off; set "
+            "`prepare_data.dataset.root=DIR` to the folder holding the files, or "
+            "`prepare_data.dataset.download=true`"
+        )
+    samples = dataset.get("num_samples")
+    if samples is not None and samples < 1:
+        raise StageInputError(
+            f"`prepare_data.dataset.num_samples={samples}` makes an empty dataset; "
+            "give a positive number"
+        )
+
+
 def _loader_config(loader: Callable[..., data.Loaded]) -> type:
     return builds(loader, populate_full_signature=True, zen_partial=True)
 
@@ -43,6 +62,7 @@ SPEC = StageSpec(
         hydra_defaults=["_self_", {"dataset": "digits"}],
     ),
     logs=(Output("dataset", "dataset", artifact="dataset-{dataset}"),),
+    check=check,
     groups={
         "dataset": {
             "digits": _loader_config(data.digits),

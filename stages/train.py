@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -174,6 +174,13 @@ def _model_config(factory: Callable[..., Any], **kwargs: Any) -> Any:
     )
 
 
+def check(config: Mapping[str, Any]) -> None:
+    """Refuse, before anything runs, a torchvision model name torchvision does not know."""
+    model = config.get("model") or {}
+    if str(model.get("_target_", "")).endswith(".torchvision_model"):
+        models.check_torchvision_name(str(model.get("name")))
+
+
 _TORCHVISION = (
     "resnet18",
     "resnet34",
@@ -195,6 +202,7 @@ SPEC = StageSpec(
     ),
     uses=("dataset",),
     logs=(Output("model", "model"),),
+    check=check,
     groups={
         "model": {
             "mlp": _model_config(models.mlp),

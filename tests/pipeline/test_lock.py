@@ -23,10 +23,14 @@ configs = st.recursive(
     scalars, lambda inner: st.dictionaries(names, inner, max_size=4), max_leaves=12
 )
 digests = st.text("0123456789abcdef", min_size=32, max_size=32)
-inputs = st.builds(lock.InputPin, names, st.from_regex(r"v[0-9]{1,3}", fullmatch=True), digests)
+# Artifact names become folders in the store: the lock accepts only safe ones.
+artifact_names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,11}", fullmatch=True)
+inputs = st.builds(
+    lock.InputPin, artifact_names, st.from_regex(r"v[0-9]{1,3}", fullmatch=True), digests
+)
 outputs = st.builds(
     lock.OutputPin,
-    names,
+    artifact_names,
     names,
     st.from_regex(r"v[0-9]{1,3}", fullmatch=True),
     digests,

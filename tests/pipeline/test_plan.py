@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pipeline import digest, graph
-from pipeline.errors import UsageError
+from pipeline.errors import StoreError, UsageError
 from pipeline.lock import InputPin, Lock, OutputPin, StageLock
 from pipeline.plan import CachedRun, Options, StageState, Step, plan
 
@@ -33,8 +33,8 @@ class FakeIndex:
     def cached(self, fingerprint: str) -> CachedRun | None:
         return self.runs.get(fingerprint)
 
-    def intact(self, pin: OutputPin) -> bool:
-        return (pin.name, pin.version) not in self.missing
+    def damage(self, pin: OutputPin) -> str | None:
+        return "missing" if (pin.name, pin.version) in self.missing else None
 
     def resolve(self, name: str, ref: str) -> InputPin | None:
         return self.versions.get((name, ref))
@@ -123,7 +123,7 @@ def test_an_upstream_output_that_changed_makes_downstream_stale() -> None:
 def test_a_missing_output_reruns_its_stage() -> None:
     steps = plan(G, ["train"], STATES, ran(STATES), FakeIndex(missing={("model", "v0")}))
     assert actions(steps) == [("prepare_data", "reuse"), ("train", "run")]
-    assert steps[1].reasons == ("output missing: model v0",)
+    assert steps[1].reasons == ("output model v0 is not intact (missing)",)
 
 
 def test_force_reruns_a_fresh_stage() -> None:
@@ -173,6 +173,24 @@ def test_use_pins_an_input_version() -> None:
 def test_use_of_an_unknown_version_is_bad_input() -> None:
     with pytest.raises(UsageError, match=r"no version `v7` of `model`"):
         plan(G, ["evaluate"], STATES, ran(STATES), FakeIndex(), Options(use={"model": "v7"}))
+
+
+def test_only_stops_when_a_pinned_input_is_damaged() -> None:
+    index = FakeIndex(missing={("model", "v0")})
+    with pytest.raises(
+        StoreError,
+        match=r"`--only` uses `model` v0, which is not intact in the "
+        r"store \(missing\); rebuild it with `python -m pipeline run --force train`",
+    ):
+        plan(G, ["evaluate"], STATES, ran(STATES), index, Options(only=True))
+
+
+def test_use_stops_when_the_pinned_version_is_damaged() -> None:
+    index = FakeIndex(
+        versions={("model", "v0"): InputPin("model", "v0", "d")}, missing={("model", "v0")}
+    )
+    with pytest.raises(StoreError, match=r"`--use model:v0` pins `model` v0, which is not intact"):
+        plan(G, ["evaluate"], STATES, ran(STATES), index, Options(use={"model": "v0"}))
 
 
 def test_plan_is_deterministic() -> None:

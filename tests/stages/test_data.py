@@ -143,6 +143,6 @@ def test_cifar10_checks_md5_by_default(tmp_path: Path) -> None:
 def test_missing_dataset_names_root_and_fix(loader, tmp_path: Path) -> None:
     root = tmp_path / "nowhere"
     with pytest.raises(
-        FileNotFoundError, match=f"under root `{re.escape(str(root))}`.*download=true"
+        data.DatasetNotFoundError, match=f"under root `{re.escape(str(root))}`.*download=true"
     ):
         loader(root=str(root))

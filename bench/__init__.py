@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of the pipeline against DVC: `python -m bench`."""

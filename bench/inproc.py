@@ -1,0 +1,69 @@
+"""In-process timings, imports excluded: `python -m bench.inproc plan LRS SEEDS | lock MEMBERS`."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from pipeline import callback, graph, lock
+from pipeline.runner import open_project
+
+
+def sweep_overrides(lrs: int, seeds: int) -> list[str]:
+    """A sweep of ``lrs * seeds`` members: `train.lr` by `train.seed`."""
+    values = ",".join(f"{0.0001 * (i + 1):.4f}" for i in range(lrs))
+    return [f"train.lr={values}", "train.seed=" + ",".join(str(s) for s in range(seeds))]
+
+
+def plan_seconds(lrs: int, seeds: int) -> dict[str, float]:
+    """Seconds to open the project with the sweep (compose every member) and to plan it."""
+    callback.stage_specs()  # the stage modules and Hydra are imported before the clock starts
+    start = time.perf_counter()
+    project, _ = open_project(Path.cwd(), sweep_overrides(lrs, seeds), multirun=True)
+    opened = time.perf_counter()
+    steps = project.plan(graph.sinks(project.graph))
+    done = time.perf_counter()
+    total = done - start
+    return {"open": opened - start, "plan": done - opened, "total": total, "steps": len(steps)}
+
+
+def synthetic_lock(source: Path, lrs: int, seeds: int) -> lock.Lock:
+    """The lock a finished `lrs * seeds` sweep leaves, from the real blocks in ``source``."""
+    real = lock.read(source).stages
+    stages = {"prepare_data": real["prepare_data"]}
+    lr_values, seed_values = sweep_overrides(lrs, seeds)
+    for lr in lr_values.split("=")[1].split(","):
+        for seed in seed_values.split("=")[1].split(","):
+            label = f"train.lr={lr},train.seed={seed}"
+            config = {**real["train"].config, "lr": float(lr), "seed": int(seed)}
+            stages[f"train[{label}]"] = replace(real["train"], config=config)
+            stages[f"evaluate[{label}]"] = real["evaluate"]
+    swept = f"train.lr={lr_values.split('=')[1].replace(',', '|')},train.seed=..."
+    stages[f"plot[{swept}]"] = real["plot"]
+    return lock.Lock(stages)
+
+
+def lock_seconds(source: Path, lrs: int, seeds: int, rounds: int = 5) -> dict[str, float]:
+    """Median seconds of `pipeline.lock.read` of a sweep's lock; its size."""
+    target = Path("sweep_lock.yaml")
+    text = lock.dumps(synthetic_lock(source, lrs, seeds))
+    target.write_text(text, encoding="utf-8")
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        blocks = len(lock.read(target).stages)
+        times.append(time.perf_counter() - start)
+    return {"median": statistics.median(times), "blocks": blocks, "bytes": len(text)}
+
+
+if __name__ == "__main__":
+    mode, *numbers = sys.argv[1:]
+    lrs, seeds = int(numbers[0]), int(numbers[1])
+    if mode == "plan":
+        print(json.dumps(plan_seconds(lrs, seeds)))
+    else:
+        print(json.dumps(lock_seconds(Path(numbers[2]), lrs, seeds)))

@@ -1,0 +1,43 @@
+"""Smoke run of the benchmark suite, so it cannot rot (draft of `tests/test_bench.py`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.e2e
+def test_smoke_run_of_every_benchmark(tmp_path: Path) -> None:
+    # Our side only and tiny sizes: this checks that the suite runs, never how fast.
+    env = {**os.environ, "BENCH_SCRATCH": str(tmp_path / "scratch")}
+    results = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--no-dvc", "--json", str(results)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| benchmark | ours median | DVC median | ratio | target | met? |" in done.stdout
+    doc = json.loads(results.read_text())
+    names = [r["name"] for r in doc["results"]]
+    assert names == [
+        "noop_run",
+        "noop_status",
+        "first_commit_blob",
+        "first_commit_shards",
+        "full_pipeline",
+        "sweep_2000",
+    ]
+    assert all(r["ours"] or r["extra"].get("seconds") for r in doc["results"])
+    assert doc["smoke"] is True
+    assert not list((tmp_path / "scratch" / "runs").iterdir())  # every workspace removed
