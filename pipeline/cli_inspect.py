@@ -188,7 +188,8 @@ def _verify(workspace: Path) -> int:
             )
     total = sum(len(e.outputs) for e in pinned.stages.values())
     print(
-        f"{problems} of {total} pinned artifact versions have problems"
+        f"{problems} of {total} pinned artifact versions have problems; rebuild each with "
+        "`python -m pipeline run --force STAGE`"
         if problems
         else f"all {total} pinned artifact versions are intact"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -72,3 +73,14 @@ def status(cli: Cli) -> dict[str, Any]:
     """Each stage's state and reasons from ``status --json`` (its W&B run left out)."""
     doc = json.loads(cli("status", "--json").stdout)["stages"]
     return {name: {k: v for k, v in s.items() if k != "wandb"} for name, s in doc.items()}
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int, str]]:
+    """Every file under ``folder``: size, mtime and MD5 (SQLite's transient -wal/-shm left out)."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.name.endswith(("-wal", "-shm")):
+            st = path.stat()
+            digest = hashlib.md5(path.read_bytes()).hexdigest()
+            found[path.relative_to(folder).as_posix()] = (st.st_size, st.st_mtime_ns, digest)
+    return found

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import callback
+from pipeline.errors import UsageError
 
 
 def test_the_private_offline_use_call_keeps_its_signature() -> None:
@@ -47,3 +48,15 @@ def test_mode_is_offline_unless_configured(monkeypatch: pytest.MonkeyPatch, tmp_
     (tmp_path / ".netrc").chmod(0o600)
     assert callback.credentials_configured()
     assert callback.resolve_mode(None) == "online"
+
+
+def test_stages_come_from_the_package_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert [s.name for s in callback.stage_specs()][:2] == ["prepare_data", "train"]
+    monkeypatch.setenv(callback.STAGES_ENV, "no_such_package_here")
+    with pytest.raises(UsageError, match=r"`PIPELINE_STAGES=no_such_package_here`: no such"):
+        callback.stage_specs()
+    monkeypatch.setenv(callback.STAGES_ENV, "json")
+    with pytest.raises(UsageError, match=r"package `json` defines no STAGES"):
+        callback.stage_specs()

@@ -120,3 +120,16 @@ def test_a_missing_field_is_reported() -> None:
 def test_an_unknown_schema_is_refused() -> None:
     with pytest.raises(LockError, match=r"schema 9, this version reads schema 1"):
         lock.loads("schema: 9\nstages: {}\n")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("name", "../../etc"), ("name", "/abs"), ("name", '"a\\0b"'), ("version", "../v0")],
+)
+def test_names_and_versions_that_could_leave_the_store_are_refused(field: str, value: str) -> None:
+    text = lock.dumps(_sample())
+    old = next(line for line in text.splitlines() if line.strip().startswith(f"{field}: "))
+    line = text.splitlines().index(old) + 1
+    bad = text.replace(old, old.split(":")[0] + f": {value}", 1)
+    with pytest.raises(LockError, match=rf":{line}`: `stages\.train\..*\.{field}` should be a"):
+        lock.loads(bad)

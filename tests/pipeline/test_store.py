@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,69 @@ def test_a_second_store_on_the_same_workspace_sees_the_versions(tmp_path: Path) 
     assert second.commit(_stage_output(second, {"a": b"2"}), "m", "model").version == "v1"
     first.close()
     second.close()
+
+
+def test_a_link_or_special_file_in_a_stage_output_is_refused(store: Store, tmp_path: Path) -> None:
+    folder = _stage_output(store, {"a": b"1"})
+    (folder / "escape").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(StoreError, match=r"artifact `m`: `escape` is a link or special file"):
+        store.commit(folder, "m", "model")
+    assert store.versions("m") == []
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "/abs", "..", "a\0b", ""])
+def test_names_that_could_leave_the_store_are_refused(store: Store, name: str) -> None:
+    with pytest.raises(StoreError, match=r"cannot be in the store"):
+        store.path(name, "v0")
+    with pytest.raises(StoreError, match=r"cannot be in the store"):
+        store.path("model", name)
+
+
+def test_a_folder_left_by_a_crash_before_the_index_commit_is_replaced(store: Store) -> None:
+    orphan = store.path("m", "v0")  # renamed into place, then the process died
+    orphan.mkdir(parents=True)
+    (orphan / "a").write_bytes(b"left over")
+    pin = store.commit(_stage_output(store, {"a": b"new"}), "m", "model")
+    assert pin.version == "v0"
+    assert (orphan / "a").read_bytes() == b"new"
+    assert store.verify(pin) is None
+
+
+def test_recommitting_repairs_a_damaged_version_and_its_object(store: Store) -> None:
+    pin = store.commit(_stage_output(store, {"a": b"good"}), "m", "model")
+    file = store.path("m", "v0") / "a"
+    file.chmod(0o644)
+    file.write_bytes(b"evil")  # through the hard link: the object is damaged too
+    assert store.damage(pin) == "corrupt a (content differs from its digest)"
+    again = store.commit(_stage_output(store, {"a": b"good"}), "m", "model")
+    assert again == pin
+    assert file.read_bytes() == b"good"
+    assert store.verify(pin) is None
+
+
+def test_leftovers_of_dead_processes_are_cleaned_and_live_ones_kept(tmp_path: Path) -> None:
+    first = Store(tmp_path)
+    mine = first.staging()  # this process is alive
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    host = mine.name.rsplit("-", 2)[0]
+    abandoned = tmp_path / ".pipeline" / "tmp" / f"{host}-{dead.stdout.strip()}-abc"
+    abandoned.mkdir()
+    other_host = tmp_path / ".pipeline" / "tmp" / "another_host-1-abc"
+    other_host.mkdir()  # maybe alive on a cluster node sharing the store: never touched
+    Store(tmp_path).close()
+    assert mine.is_dir() and other_host.is_dir()
+    assert not abandoned.exists()
+    first.close()
+
+
+def test_opening_an_existing_store_writes_nothing(tmp_path: Path) -> None:
+    Store(tmp_path).close()
+    index = tmp_path / ".pipeline" / "index.sqlite"
+    before = (index.stat().st_mtime_ns, index.read_bytes())
+    Store(tmp_path).close()
+    assert (index.stat().st_mtime_ns, index.read_bytes()) == before

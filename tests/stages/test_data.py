@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stages import data
-from stages.prepare_data import prepare_data
+from stages.prepare_data import check, prepare_data
 
 
 def test_digits_loads_the_bundled_images() -> None:
@@ -146,3 +146,28 @@ def test_missing_dataset_names_root_and_fix(loader, tmp_path: Path) -> None:
         data.DatasetNotFoundError, match=f"under root `{re.escape(str(root))}`.*download=true"
     ):
         loader(root=str(root))
+
+
+def test_a_pickled_array_in_a_dataset_artifact_is_refused(tmp_path: Path) -> None:
+    data.write_dataset(tmp_path, data.digits(), data.split_indices(data.digits().y, 0.1, 0.2, 0))
+    np.save(tmp_path / "x_val.npy", np.array([object()], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        data.read_split(tmp_path, "val")
+
+
+def test_an_empty_dataset_is_bad_input() -> None:
+    with pytest.raises(data.StageInputError, match="the dataset is empty"):
+        data.split_indices(np.array([], dtype=np.int64), 0.1, 0.2, 0)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "message"),
+    [
+        ({"root": "nowhere", "download": False}, r"dataset root `nowhere` does not exist"),
+        ({"num_samples": 0}, r"`prepare_data.dataset.num_samples=0` makes an empty dataset"),
+    ],
+)
+def test_prepare_data_checks_its_config_before_running(dataset: dict, message: str) -> None:
+    with pytest.raises(data.StageInputError, match=message):
+        check({"dataset": dataset})
+    check({"dataset": {**dataset, "root": ".", "num_samples": 5}})

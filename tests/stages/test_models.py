@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
+import json
+import pickle
 from pathlib import Path
 
 import pytest
 import torch
 
+from pipeline.spec import StageInputError
 from stages import models
 
 SHAPES = [(1, 8, 8), (1, 40), (3, 32, 32)]
@@ -64,3 +67,39 @@ def test_resolve_device_rejects_unknown_names() -> None:
     assert models.resolve_device("cpu") == "cpu"
     with pytest.raises(ValueError, match="`device` must be `auto`, `cpu` or `cuda`; got `tpu`"):
         models.resolve_device("tpu")
+
+
+class _Payload:
+    """Unpickling this would create the marker file: what a poisoned checkpoint does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+def test_a_pickled_payload_in_a_model_artifact_never_runs(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    net = models.mlp((1, 8, 8), 10)
+    models.save(folder, net, models.describe(models.mlp, (1, 8, 8), 10))
+    marker = tmp_path / "pwned"
+    torch.save({"weights": _Payload(marker)}, folder / models.STATE_FILE)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        models.load(folder)
+    assert not marker.exists()
+
+
+def test_a_model_record_naming_another_callable_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    models.save(folder, models.mlp((1, 8, 8), 10), models.describe(models.mlp, (1, 8, 8), 10))
+    record = json.loads((folder / models.MODEL_FILE).read_text())
+    (folder / models.MODEL_FILE).write_text(json.dumps({**record, "factory": "os.system"}))
+    with pytest.raises(StageInputError, match=r"names factory `os.system`; a model artifact"):
+        models.load(folder)
+
+
+def test_unknown_torchvision_names_are_refused_with_a_suggestion() -> None:
+    with pytest.raises(StageInputError, match=r"`resnet19` is not a torchvision classifier; did"):
+        models.check_torchvision_name("resnet19")
+    models.check_torchvision_name("resnet18")

@@ -1,0 +1,240 @@
+"""Bad input: one line naming the thing and the fix, exit code 2, and nothing written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.support import Cli, env_for, snapshot
+
+LOCK = "dvc_free_lock.yaml"
+
+
+def _edit_lock(old: str, new: str) -> Callable[[Path], None]:
+    def edit(workspace: Path) -> None:
+        path = workspace / LOCK
+        text = path.read_text()
+        assert old in text
+        path.write_text(text.replace(old, new, 1))
+
+    return edit
+
+
+def _drop_model(workspace: Path) -> None:
+    folder = workspace / ".pipeline" / "artifacts" / "model" / "v0"
+    shutil.rmtree(folder)
+
+
+# (what, setup of the workspace, command, the start of the one line on stderr)
+CASES = [
+    (
+        "unknown stage",
+        None,
+        ("run", "trian"),
+        "error: unknown stage `trian`; did you mean `train`?",
+    ),
+    (
+        "unknown override key",
+        None,
+        ("run", "train.lrr=1"),
+        "error: unknown config key `train.lrr`; did you mean `train.lr`?",
+    ),
+    (
+        "wrong value type",
+        None,
+        ("run", "train.epochs=1.5"),
+        "error: `train.epochs=1.5`: expected a value of type integer, got `1.5`",
+    ),
+    (
+        "malformed YAML in the lock",
+        _edit_lock("schema: 1\n", "schema: 1: 2\n"),
+        ("status",),
+        f"error: `{LOCK}:1` is not valid YAML (mapping values are not allowed",
+    ),
+    (
+        "a lock schema newer than this version",
+        _edit_lock("schema: 1\n", "schema: 2\n"),
+        ("run",),
+        f"error: `{LOCK}` has schema 2, this version reads schema 1; upgrade the tool",
+    ),
+    (
+        "a pinned version missing from the store",
+        _drop_model,
+        ("run", "evaluate", "--only"),
+        "error: `--only` uses `model` v0, which is not intact in the store (its folder is "
+        "missing, or a link out of the store); rebuild it with "
+        "`python -m pipeline run --force train`",
+    ),
+    (
+        "--use naming an unknown artifact",
+        None,
+        ("run", "evaluate", "--use", "modle:v0"),
+        "error: `--use modle:v0`: no artifact `modle`; did you mean `model`?",
+    ),
+    (
+        "--use naming an unknown version",
+        None,
+        ("run", "evaluate", "--use", "model:v7"),
+        "error: `--use model:v7`: the store has no version `v7` of `model`",
+    ),
+    (
+        "an alias with `..` and `/`",
+        None,
+        ("run", "evaluate", "--use", "model:../../v0"),
+        "error: `--use model:../../v0`: artifact names, versions and aliases are letters",
+    ),
+    (
+        "an absolute path as artifact name",
+        None,
+        ("run", "evaluate", "--use", "/etc/passwd:v0"),
+        "error: `--use /etc/passwd:v0`: artifact names, versions and aliases are letters",
+    ),
+    (
+        "an artifact name with `..` in the lock",
+        _edit_lock("name: model\n", "name: ../../model\n"),
+        ("run",),
+        "`stages.evaluate.inputs.model.name` should be a name of letters, digits",
+    ),
+    (
+        "an artifact name with NUL in the lock",
+        _edit_lock("name: model\n", 'name: "model\\0"\n'),
+        ("run",),
+        "`stages.evaluate.inputs.model.name` should be a name of letters, digits",
+    ),
+    (
+        "a dataset root that does not exist, download off",
+        None,
+        ("run", "prepare_data.dataset=mnist", "prepare_data.dataset.root=nowhere"),
+        "error: stage `prepare_data`: dataset root `nowhere` does not exist and download is off; "
+        "set `prepare_data.dataset.root=DIR`",
+    ),
+    (
+        "an unknown torchvision model name",
+        None,
+        ("run", "train.model=torchvision", "train.model.name=resnet999"),
+        "error: stage `train`: `resnet999` is not a torchvision classifier; did you mean",
+    ),
+    (
+        "an empty dataset",
+        None,
+        ("run", "prepare_data.dataset=mnist1d", "prepare_data.dataset.num_samples=0"),
+        "error: stage `prepare_data`: `prepare_data.dataset.num_samples=0` makes an empty dataset",
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "setup", "args", "message"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    cli: Cli,
+    workspace: Path,
+    what: str,
+    setup: Callable[[Path], None] | None,
+    args: tuple[str, ...],
+    message: str,
+) -> None:
+    cli("status", check=False)  # a copied workspace re-hashes once (new inodes): not a write
+    if setup is not None:
+        setup(workspace)
+    before = snapshot(workspace)
+    result = cli(*args, check=False)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert snapshot(workspace) == before
+
+
+def _namespaces() -> bool:
+    """Whether this machine lets us mount file systems in a user namespace (unshare -rm)."""
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+
+
+needs_namespaces = pytest.mark.skipif(
+    not _namespaces(), reason="needs `unshare -rm` to mount a read-only or a full file system"
+)
+
+
+_SNAPSHOT = (
+    "import json, pathlib, sys; from tests.e2e.support import snapshot; "
+    "pathlib.Path(sys.argv[1]).write_text(json.dumps(snapshot(pathlib.Path('.'))))"
+)
+
+
+def _in_namespace(script: str, workspace: Path) -> subprocess.CompletedProcess[str]:
+    """Run a shell script as root of a new user and mount namespace (mounts vanish after)."""
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-euc", script],
+        env={
+            **env_for(workspace),
+            "PYTHON": sys.executable,
+            "SNAPSHOT": _SNAPSHOT,
+            "PYTHONPATH": str(Path(__file__).parents[2]),
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@needs_namespaces
+def test_a_read_only_workspace_is_refused_before_anything_runs(workspace: Path) -> None:
+    before = snapshot(workspace)
+    result = _in_namespace(
+        f'mount --bind "{workspace}" "{workspace}"\n'
+        f'mount -o remount,bind,ro "{workspace}"\n'
+        f'cd "{workspace}" && exec "$PYTHON" -m pipeline run train.lr=0.5',
+        workspace,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"error: workspace `{workspace}` is not writable; make it writable or run in another "
+        "folder (`--workspace DIR`)\n"
+    )
+    assert snapshot(workspace) == before
+
+
+@needs_namespaces
+def test_a_disk_filling_up_while_writing_an_artifact(workspace: Path, tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    copy = disk / "ws"
+    # A 16 MiB file system holding the workspace, filled up to 1 MiB: the dataset of 20,000
+    # MNIST-1D signals (3.2 MB) cannot be written.
+    script = f"""
+mount -t tmpfs -o size=16m tmpfs "{disk}"
+cp -a "{workspace}" "{copy}"
+cd "{copy}"
+"$PYTHON" -m pipeline status > /dev/null
+free=$(df --output=avail -B1 . | tail -1)
+head -c $((free - 1024 * 1024)) /dev/zero > "{disk}/filler"
+snap() {{ "$PYTHON" -c "$SNAPSHOT" "{tmp_path}/$1.json"; }}
+snap before
+set +e
+"$PYTHON" -m pipeline run prepare_data.dataset=mnist1d prepare_data.dataset.num_samples=20000
+echo "exit $?" >&2
+snap after
+"""
+    result = _in_namespace(script, workspace)
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == "exit 2", result.stderr
+    assert lines[-2] == (
+        "error: stage `prepare_data` ran out of disk space writing its outputs; free space on "
+        "the disk holding the workspace, or use a workspace on another disk "
+        "(`--workspace DIR`), and rerun (stages that finished are kept)"
+    )
+    assert "Traceback" not in result.stderr
+    before = json.loads((tmp_path / "before.json").read_text())
+    after = json.loads((tmp_path / "after.json").read_text())
+    # The lock and every artifact are as they were, and nothing is left half-written. The
+    # failed attempt itself is recorded (the run index, Hydra's log folder, W&B's run).
+    kept = (LOCK, ".pipeline/artifacts/", ".pipeline/objects/", ".pipeline/tmp/")
+    assert {k: v for k, v in after.items() if k.startswith(kept)} == {
+        k: v for k, v in before.items() if k.startswith(kept)
+    }
