@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline import cli_inspect
+from pipeline import cli_inspect, cli_text, memo
 from pipeline.errors import PipelineError, StageFailed, UsageError, did_you_mean
 
 EXIT_OK = 0  # failures exit with their error class's code: 1 a stage, 2 bad input
+_STARTED = memo.now_ns()  # what the memo trusts: files not modified since the command began
 
 
 class _Parser(argparse.ArgumentParser):
@@ -106,6 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Relative paths in configs (a dataset's `root`) mean the workspace, wherever we started.
         os.chdir(workspace)
         args.workspace = workspace
+        if args.command in ("run", "status"):
+            known = memo.recall(workspace / memo.STORE_DIR, _command(args))
+            if known is not None:
+                print(known, end="")
+                return EXIT_OK
         commands = {"run": _run, "status": _status, "sync": _sync, **cli_inspect.COMMANDS}
         return commands[args.command](args)
     except StageFailed as exc:
@@ -261,11 +267,14 @@ def _run(args: argparse.Namespace) -> int:
     )
     steps = project.plan(targets, options)
     if args.dry_run:
-        _print_steps(steps, args.json, planned=True)
+        _answer(args, project, steps, cli_text.steps(steps, args.json, planned=True))
+        return EXIT_OK
+    if all(s.state == "fresh" for s in steps):  # nothing to run or record: say so at once
+        _answer(args, project, steps, cli_text.steps(steps, args.json, planned=False))
         return EXIT_OK
     done = execute(project, steps, options, _Progress(quiet=args.json))
     if args.json:
-        _print_steps(done, True, planned=False)
+        print(cli_text.steps(done, True, planned=False), end="")
     elif all(s.action != "run" for s in done):
         print(f"all {len(done)} stages are fresh; nothing to run")
     return EXIT_OK
@@ -296,7 +305,7 @@ class _Progress:
             made = ", ".join(f"{p.name} {p.version}" for p in step.outputs.values())
             print(f"{step.stage}: done in {secs:.1f} s -> {made}", flush=True)
         else:
-            print(_line(step), flush=True)
+            print(cli_text.line(step), flush=True)
 
 
 def _parse_use(project: Any, text: str, in_scope: list[str]) -> tuple[str, str]:
@@ -323,35 +332,6 @@ def _parse_use(project: Any, text: str, in_scope: list[str]) -> tuple[str, str]:
     return slot, ref
 
 
-def _line(step: Any) -> str:
-    made = ", ".join(f"{p.name} {p.version}" for p in step.outputs.values())
-    why = f" ({'; '.join(step.reasons)})" if step.reasons else ""
-    verb = {"reuse": "fresh" if not step.reasons else "reuse", "pin": "pinned", "run": "run"}
-    return f"{step.stage}: {verb[step.action]}{why}" + (f" -> {made}" if made else "")
-
-
-def _step_json(step: Any) -> dict[str, Any]:
-    return {
-        "stage": step.stage,
-        "action": step.action,
-        "reasons": list(step.reasons),
-        "outputs": {
-            k: {"name": p.name, "version": p.version, "digest": p.digest}
-            for k, p in sorted(step.outputs.items())
-        },
-    }
-
-
-def _print_steps(steps: Sequence[Any], as_json: bool, planned: bool) -> None:
-    if as_json:
-        print(json.dumps({"steps": [_step_json(s) for s in steps]}, indent=2, sort_keys=True))
-        return
-    for step in steps:
-        print(_line(step))
-    if planned:
-        print(f"dry run: {sum(s.action == 'run' for s in steps)} of {len(steps)} stages would run")
-
-
 def _status(args: argparse.Namespace) -> int:
     from pipeline import graph
     from pipeline.runner import open_project
@@ -362,35 +342,29 @@ def _status(args: argparse.Namespace) -> int:
     steps = project.plan(targets)
     index = project.store.runs
     runs = {s.stage: index.tracking(s.fingerprint) if s.fingerprint else None for s in steps}
-    if args.json:
-        doc = {
-            "stages": {
-                s.stage: {"state": s.state, "reasons": list(s.reasons), "wandb": runs[s.stage]}
-                for s in steps
-            }
-        }
-        print(json.dumps(doc, indent=2, sort_keys=True))
-        return EXIT_OK
-    width = max(len(s.stage) for s in steps)
-    for step in steps:
-        reasons = "".join(f"\n{'':{width + 2}}- {r}" for r in step.reasons)
-        versions = ", ".join(f"{p.name} {p.version}" for p in step.outputs.values())
-        shown = f"  ({versions})" if versions and step.state == "fresh" else ""
-        run = runs[step.stage]
-        if run and step.state == "fresh":
-            synced = "synced" if run.get("synced") or run["mode"] == "online" else "not synced"
-            shown += f"  W&B {run['mode']} run {run['id']} ({synced})"
-        print(f"{step.stage:{width}}  {step.state}{shown}{reasons}")
+    _answer(args, project, steps, cli_text.status(steps, runs, args.json))
     return EXIT_OK
+
+
+def _answer(args: argparse.Namespace, project: Any, steps: Sequence[Any], text: str) -> None:
+    """Print the answer; remember it when every stage is fresh (see `pipeline.memo`)."""
+    print(text, end="")
+    if all(s.state == "fresh" for s in steps):
+        memo.remember(project.store.root, _command(args), text, project.watched(steps), _STARTED)
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    """The command as the memo knows it: every option but the workspace."""
+    return [json.dumps({k: v for k, v in vars(args).items() if k != "workspace"}, default=str)]
 
 
 def _sync(args: argparse.Namespace) -> int:
     from pipeline import sync
     from pipeline.callback import credentials_configured
-    from pipeline.store import STORE_DIR, Store
+    from pipeline.store import Store
 
-    if not (args.workspace / STORE_DIR).is_dir():
-        raise UsageError(f"`{args.workspace}` has no `{STORE_DIR}`: nothing ran here yet")
+    if not (args.workspace / memo.STORE_DIR).is_dir():
+        raise UsageError(f"`{args.workspace}` has no `{memo.STORE_DIR}`: nothing ran here yet")
     store = Store(args.workspace)
     todo = sync.pending(store)
     if not todo:

@@ -7,12 +7,13 @@ import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from pipeline import lock
 from pipeline.errors import LockError, UsageError
+
+if TYPE_CHECKING:  # networkx costs 0.2 s to import: only commands that need it load it
+    import networkx as nx
 
 EXIT_OK, EXIT_PROBLEMS = 0, 1
 
@@ -68,6 +69,8 @@ def _lineage(args: argparse.Namespace) -> int:
         args.html.write_text(render_html(graph), encoding="utf-8")
         print(f"wrote {args.html}")
     elif args.json:
+        import networkx as nx
+
         doc = nx.node_link_data(graph, edges="edges")
         print(json.dumps(doc, indent=2, sort_keys=True, default=str))
     else:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-import networkx as nx
-
-from pipeline.graph import order
+if TYPE_CHECKING:  # the command line lists FORMATS without paying for networkx
+    import networkx as nx
 
 FORMATS = ("ascii", "mermaid", "dot")
 
 
 def render(graph: nx.DiGraph, notes: Mapping[str, str], fmt: str = "ascii") -> str:
     """The DAG with each stage annotated by ``notes`` (its state and output versions)."""
+    from pipeline.graph import order
+
     stages = order(graph)
     edges = sorted((u, v, ", ".join(d["artifacts"])) for u, v, d in graph.edges(data=True))
     if fmt == "mermaid":

@@ -169,7 +169,6 @@ _STAGE = {
 def loads(text: str, source: str = LOCK_NAME) -> Lock:
     """Parse and validate lock text; errors name the file and line."""
     try:
-        root = yaml.compose(text, Loader=_Loader)
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -178,15 +177,24 @@ def loads(text: str, source: str = LOCK_NAME) -> Lock:
             f"`{source}{line}` is not valid YAML ({getattr(exc, 'problem', exc)}); "
             "fix it, or delete it to start a new lock"
         ) from exc
-    if root is None:
+    if data is None:
         return Lock()
-    _check(root, {"schema": int, "stages": ({**_STAGE},)}, source, "")
+    try:
+        _check(data, {"schema": int, "stages": ({**_STAGE},)}, ())
+    except _Mismatch as bad:  # only now parse again for line numbers: loading stays fast
+        root = yaml.compose(text, Loader=_Loader)
+        at = _line(root, bad.path) if root else 1
+        here = ".".join(bad.path) or "the top level"
+        raise LockError(
+            f"`{source}:{at}`: `{here}` should be {bad.expected}; fix that line or "
+            "delete the stage's block and rerun the stage"
+        ) from None
     if data["schema"] != SCHEMA:
         raise LockError(
             f"`{source}` has schema {data['schema']}, this version reads schema {SCHEMA}; "
             "upgrade the tool or delete the lock"
         )
-    return Lock({name: _stage(block) for name, block in sorted(data["stages"].items())})
+    return Lock({str(name): _stage(block) for name, block in sorted(data["stages"].items())})
 
 
 def _stage(b: Mapping[str, Any]) -> StageLock:
@@ -203,40 +211,41 @@ def _stage(b: Mapping[str, Any]) -> StageLock:
     )
 
 
-_KIND = {dict: yaml.MappingNode, list: yaml.SequenceNode}
-_SCALAR_TAG = {str: "tag:yaml.org,2002:str", int: "tag:yaml.org,2002:int"}
+class _Mismatch(Exception):
+    def __init__(self, path: tuple[str, ...], expected: str) -> None:
+        super().__init__(path, expected)
+        self.path, self.expected = path, expected
 
 
-def _check(node: yaml.Node, shape: Any, source: str, where: str) -> None:
-    line = node.start_mark.line + 1
-    here = where or "the top level"
+_EXPECTED = {dict: "a mapping", list: "a list", str: "a string", int: "an integer"}
 
-    def fail(expected: str) -> LockError:
-        return LockError(
-            f"`{source}:{line}`: `{here}` should be {expected}; fix that line or delete the "
-            "stage's block and rerun the stage"
-        )
 
+def _check(value: Any, shape: Any, path: tuple[str, ...]) -> None:
     if isinstance(shape, _Checked):
-        _check(node, str, source, where)
-        if not shape.test(node.value):
-            raise fail(f"{shape.expected}, not `{node.value}`")
+        _check(value, str, path)
+        if not shape.test(value):
+            raise _Mismatch(path, f"{shape.expected}, not `{value}`")
         return
     if isinstance(shape, type):
-        if shape in _KIND:
-            if not isinstance(node, _KIND[shape]):
-                raise fail("a mapping" if shape is dict else "a list")
-        elif not isinstance(node, yaml.ScalarNode) or node.tag != _SCALAR_TAG[shape]:
-            raise fail("a string" if shape is str else "an integer")
+        if not isinstance(value, shape) or (shape is int and isinstance(value, bool)):
+            raise _Mismatch(path, _EXPECTED[shape])
         return
-    if not isinstance(node, yaml.MappingNode):
-        raise fail("a mapping")
-    found = {k.value: v for k, v in node.value}
+    if not isinstance(value, dict):
+        raise _Mismatch(path, "a mapping")
     if isinstance(shape, tuple):
-        for key, value in found.items():
-            _check(value, shape[0], source, f"{where}.{key}" if where else key)
+        for key, item in value.items():
+            _check(item, shape[0], (*path, str(key)))
         return
     for key, sub in shape.items():
-        if key not in found:
-            raise fail(f"a mapping with the key `{key}`")
-        _check(found[key], sub, source, f"{where}.{key}" if where else key)
+        if key not in value:
+            raise _Mismatch(path, f"a mapping with the key `{key}`")
+        _check(value[key], sub, (*path, key))
+
+
+def _line(node: yaml.Node, path: tuple[str, ...]) -> int:
+    """The line of the value at ``path`` in a composed document."""
+    for key in path:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        node = next(v for k, v in node.value if str(k.value) == key)
+    return int(node.start_mark.line) + 1

@@ -14,7 +14,7 @@ from pathlib import Path
 import networkx as nx
 from filelock import FileLock, Timeout
 
-from pipeline import callback, compose, graph, lock
+from pipeline import callback, compose, graph, lock, memo
 from pipeline.callback import ArtifactRef
 from pipeline.digest import code_files
 from pipeline.errors import ConfigError, NotReproduced, UsageError
@@ -53,6 +53,23 @@ class Project:
         return plan(
             self.graph, targets, self.states, self.lock, self.store, options or Options(), members
         )
+
+    def watched(self, steps: Iterable[Step]) -> list[Path]:
+        """Every file a fresh plan depends on: lock, index, code, and the outputs' files."""
+        paths = [self.lock_path, self.store.root / "index.sqlite", memo.stamp(self.store.root)]
+        for name, spec in self.specs.items():
+            root = code_root(spec)
+            package = root / spec.module.split(".")[0]
+            # Every module of the stages' package (its list of stages too) and of this tool.
+            paths += [*package.rglob("*.py"), *Path(__file__).parent.glob("*.py")]
+            for member in self.states.values():
+                if member.stage == name:
+                    paths += [root / rel for rel in member.code]
+        for step in steps:
+            for pin in step.outputs.values():
+                folder = self.store.path(pin.name, pin.version)
+                paths += [folder, *folder.rglob("*")]
+        return paths
 
     def member_graph(self) -> nx.DiGraph:
         """Members and the artifacts between them, as the stage graph is for stages."""

@@ -15,14 +15,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pipeline import memo
 from pipeline.digest import file_md5, manifest_digest
 from pipeline.errors import StoreError
 from pipeline.lock import InputPin, OutputPin
+from pipeline.memo import STORE_DIR
 from pipeline.plan import CachedRun
 from pipeline.runs import RunIndex
 from pipeline.spec import safe_name
 
-STORE_DIR = ".pipeline"
 _HOST = socket.gethostname().replace("-", "_") or "host"
 _INDEX_VERSION = 1
 _SCHEMA = """
@@ -160,6 +161,7 @@ class Store:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        memo.touch(self.root)
 
     # -- artifacts -------------------------------------------------------------
     def path(self, name: str, version: str) -> Path:

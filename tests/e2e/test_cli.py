@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -246,3 +247,20 @@ def test_commands_that_run_nothing_import_neither_torch_nor_wandb(cli: Cli) -> N
         imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
         assert "hydra" in imported, args  # the check itself sees imports
         assert not imported & {"torch", "torchvision", "wandb", "matplotlib"}, args
+
+
+def test_a_repeated_no_op_answers_from_the_memo_until_something_changes(
+    cli: Cli, workspace: Path
+) -> None:
+    def imported(result: subprocess.CompletedProcess[str]) -> set[str]:
+        return {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+
+    answers = [cli("status").stdout for _ in range(2)]  # the copy re-hashes once, then settles
+    fast = cli("status", python=("-X", "importtime"))
+    assert fast.stdout == answers[0] == answers[1]
+    assert "pipeline.memo" in imported(fast)
+    assert not imported(fast) & {"hydra", "networkx", "torch", "pipeline.runner"}
+    os.utime(workspace / "dvc_free_lock.yaml")  # any change to a watched file
+    full = cli("status", python=("-X", "importtime"))
+    assert full.stdout == answers[0]
+    assert "hydra" in imported(full)

@@ -1,0 +1,66 @@
+"""What `run` and `status` print: the steps and states, as text for people or JSON for tools."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def line(step: Any) -> str:
+    """One step as `run` reports it: ``train: fresh -> model v0``."""
+    made = ", ".join(f"{p.name} {p.version}" for p in step.outputs.values())
+    why = f" ({'; '.join(step.reasons)})" if step.reasons else ""
+    verb = {"reuse": "fresh" if not step.reasons else "reuse", "pin": "pinned", "run": "run"}
+    return f"{step.stage}: {verb[step.action]}{why}" + (f" -> {made}" if made else "")
+
+
+def _step_json(step: Any) -> dict[str, Any]:
+    return {
+        "stage": step.stage,
+        "action": step.action,
+        "reasons": list(step.reasons),
+        "outputs": {
+            k: {"name": p.name, "version": p.version, "digest": p.digest}
+            for k, p in sorted(step.outputs.items())
+        },
+    }
+
+
+def steps(found: Sequence[Any], as_json: bool, planned: bool) -> str:
+    """The steps of a plan (``planned``) or of a run that ran nothing."""
+    if as_json:
+        return (
+            json.dumps({"steps": [_step_json(s) for s in found]}, indent=2, sort_keys=True) + "\n"
+        )
+    lines = [line(step) for step in found]
+    if planned:
+        would = sum(s.action == "run" for s in found)
+        lines.append(f"dry run: {would} of {len(found)} stages would run")
+    elif all(s.action != "run" for s in found):
+        lines.append(f"all {len(found)} stages are fresh; nothing to run")
+    return "".join(f"{text}\n" for text in lines)
+
+
+def status(found: Sequence[Any], runs: Mapping[str, Any], as_json: bool) -> str:
+    """Each stage's state, reasons and W&B run, as `status` prints it."""
+    if as_json:
+        doc = {
+            "stages": {
+                s.stage: {"state": s.state, "reasons": list(s.reasons), "wandb": runs[s.stage]}
+                for s in found
+            }
+        }
+        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    width = max(len(s.stage) for s in found)
+    lines = []
+    for step in found:
+        reasons = "".join(f"\n{'':{width + 2}}- {r}" for r in step.reasons)
+        versions = ", ".join(f"{p.name} {p.version}" for p in step.outputs.values())
+        shown = f"  ({versions})" if versions and step.state == "fresh" else ""
+        run = runs[step.stage]
+        if run and step.state == "fresh":
+            synced = "synced" if run.get("synced") or run["mode"] == "online" else "not synced"
+            shown += f"  W&B {run['mode']} run {run['id']} ({synced})"
+        lines.append(f"{step.stage:{width}}  {step.state}{shown}{reasons}\n")
+    return "".join(lines)

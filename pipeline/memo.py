@@ -1,0 +1,100 @@
+"""The no-op memo: a command that found nothing to do answers again at once, unchanged.
+
+A `status` or a `run` that ran nothing records what it printed and the stat (size, mtime,
+inode) of every file its answer depends on: the lock, the stage code and the tool's own
+code, every file and folder of the artifact versions it found fresh, and a stamp file the
+store touches whenever its index changes.
+While none of them changed, the same command prints the same answer without composing
+configs or importing networkx and Hydra (as make and ninja answer "nothing to do" from
+stats). A file modified while the command ran is never trusted: nothing is recorded then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+STORE_DIR = ".pipeline"  # the store's folder in a workspace (`pipeline.store` keeps it)
+_DIR = "memo"
+# Libraries whose version could change a composed config, and so a plan.
+_LIBRARIES = ("hydra-core", "hydra-zen", "omegaconf", "networkx", "PyYAML")
+# File times come from a coarse clock that lags by up to a few milliseconds.
+_CLOCK_SLACK_NS = 50_000_000
+
+
+def _stat(path: str) -> list[int] | None:
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode]
+
+
+def _path(store: Path, command: Sequence[str]) -> Path:
+    context = [
+        list(command),
+        sys.version,
+        os.environ.get("PIPELINE_STAGES") or "stages",
+        [_version(name) for name in _LIBRARIES],
+    ]
+    name = hashlib.sha256(json.dumps(context).encode()).hexdigest()[:32]
+    return store / _DIR / f"{name}.json"
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def recall(store: Path, command: Sequence[str]) -> str | None:
+    """What ``command`` printed last time, if nothing it depends on changed since."""
+    try:
+        memo: dict[str, Any] = json.loads(_path(store, command).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for path, stat in memo["watched"]:
+        if _stat(path) != stat:
+            return None
+    return str(memo["output"])
+
+
+def remember(
+    store: Path, command: Sequence[str], output: str, watched: Iterable[Path], since_ns: int
+) -> bool:
+    """Record ``output`` for ``command``; nothing if a watched file changed after ``since_ns``."""
+    stats = [(str(path), _stat(str(path))) for path in sorted(set(watched))]
+    if any(s is not None and s[1] >= since_ns - _CLOCK_SLACK_NS for _, s in stats):
+        return False
+    target = _path(store, command)
+    target.parent.mkdir(exist_ok=True)
+    tmp = target.with_name(f".{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps({"watched": stats, "output": output}), encoding="utf-8")
+    os.replace(tmp, target)
+    return True
+
+
+def stamp(store: Path) -> Path:
+    """The file the store touches after each change to its index: memos watch it."""
+    return store / _DIR / "stamp"
+
+
+def touch(store: Path) -> None:
+    """Mark that the store's index changed: every memo recorded before is void."""
+    path = stamp(store)
+    path.parent.mkdir(exist_ok=True)
+    path.touch()
+
+
+def now_ns() -> int:
+    """The start time to pass to :func:`remember`."""
+    return time.time_ns()
