@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -93,23 +94,121 @@ def register(specs: Iterable[StageSpec]) -> None:
     store.add_to_hydra_store(overwrite_ok=True)
 
 
-def compose(spec: StageSpec, overrides: Sequence[str]) -> Composed:
-    """Resolve a stage's config; bad overrides become one-line :class:`ConfigError`."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize
+def compose_all(spec: StageSpec, override_sets: Sequence[Sequence[str]]) -> list[Composed]:
+    """:func:`compose` for each set of overrides, sharing Hydra's work between them.
+
+    The members of a sweep differ mostly in plain values (``lr=0.01``). Members with the
+    same structural overrides (group choices such as ``model=mlp``, ``+``/``~`` edits) are
+    composed once by Hydra; each plain value is then typed once, by OmegaConf against the
+    composed structured config, and set into a copy of the resolved dict. A config with
+    interpolations, or a value OmegaConf refuses, takes the full path (for its error too).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    bases: dict[tuple[str, ...], tuple[Any, Composed] | None] = {}
+    typed: dict[tuple[tuple[str, ...], str], Any] = {}
+    found = []
+    for overrides in override_sets:
+        structural = tuple(o for o in overrides if _structural(spec, o))
+        plain = [o for o in overrides if not _structural(spec, o)]
+        if structural not in bases:
+            bases[structural] = _base(spec, structural)
+        base = bases[structural]
+        values = [_typed(parser, base, (structural, o), typed) for o in plain] if base else []
+        if base is None or any(v is _REFUSED for v in values):
+            found.append(compose(spec, overrides))
+            continue
+        config = copy.deepcopy(base[1].config)
+        for override, value in zip(plain, values, strict=True):
+            _set(config, override_key(override), value)
+        found.append(Composed(config, dict(base[1].choices)))
+    return found
+
+
+_REFUSED = object()
+
+
+def _structural(spec: StageSpec, override: str) -> bool:
+    key = override_key(override)
+    return override[0] in "+~" or "@" in key or key in spec.groups
+
+
+def _base(spec: StageSpec, structural: tuple[str, ...]) -> tuple[Any, Composed] | None:
+    """The composed config (typed nodes) and its resolved dict; ``None`` if it interpolates."""
+    from omegaconf import OmegaConf
+
+    cfg = _hydra(spec, structural)  # typed and struct: it checks values (a masked copy does not)
+    composed = _composed(spec, cfg)
+    raw = OmegaConf.to_container(OmegaConf.masked_copy(cfg, _keys_kept(spec, cfg)))
+    if raw != composed.config:
+        return None
+    return cfg, composed
+
+
+def _typed(
+    parser: Any,
+    base: tuple[Any, Composed],
+    key: tuple[tuple[str, ...], str],
+    cache: dict[tuple[tuple[str, ...], str], Any],
+) -> Any:
+    """A plain override's value as the composed config types it, or ``_REFUSED``."""
+    if key in cache:
+        return cache[key]
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     try:
+        override = parser.parse_override(key[1])
+        if override.is_sweep_override() or override.is_delete() or override.is_add():
+            raise ValueError(key[1])
+        path = override.get_key_element()
+        if OmegaConf.select(base[0], path, default=_REFUSED) is _REFUSED:
+            raise ValueError(path)  # an unknown key: the full path words the error
+        OmegaConf.update(base[0], path, override.value(), merge=False)
+        value = OmegaConf.select(base[0], path)
+        cache[key] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    except (HydraException, OmegaConfBaseException, ValueError):
+        cache[key] = _REFUSED
+    return cache[key]
+
+
+def _set(config: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        config = config[part]
+    config[last] = copy.deepcopy(value)
+
+
+def compose(spec: StageSpec, overrides: Sequence[str]) -> Composed:
+    """Resolve a stage's config; bad overrides become one-line :class:`ConfigError`."""
+    return _composed(spec, _hydra(spec, overrides))
+
+
+def _hydra(spec: StageSpec, overrides: Sequence[str]) -> Any:
+    from hydra import compose as hydra_compose
+    from hydra import initialize
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
         with initialize(version_base="1.3", config_path=None):
-            cfg = hydra_compose(spec.name, overrides=list(overrides), return_hydra_config=True)
+            return hydra_compose(spec.name, overrides=list(overrides), return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(_explain(spec, overrides, exc)) from exc
+
+
+def _keys_kept(spec: StageSpec, cfg: Any) -> list[str]:
+    return [str(k) for k in cfg if k != "hydra" and k not in spec.path_params]
+
+
+def _composed(spec: StageSpec, cfg: Any) -> Composed:
+    from omegaconf import OmegaConf
+
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     assert isinstance(choices, dict)
-    keep = [str(k) for k in cfg if k != "hydra" and k not in spec.path_params]
-    config = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keep), resolve=True)
+    config = OmegaConf.to_container(OmegaConf.masked_copy(cfg, _keys_kept(spec, cfg)), resolve=True)
     assert isinstance(config, dict)
     groups = {str(k): str(v) for k, v in choices.items() if not str(k).startswith("hydra")}
     return Composed({str(k): v for k, v in config.items()}, groups)

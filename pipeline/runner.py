@@ -108,19 +108,24 @@ def load(
     code = {
         name: code_files(code_root(spec), [spec.module]) for name, spec in specs_by_name.items()
     }
-    states = {}
+    merged = {}
     for key, member in members.items():
-        spec, entry = specs_by_name[member.stage], current.stages.get(member.stage)
+        entry = current.stages.get(member.stage)
         recorded = () if member.stage in set(reset) or entry is None else entry.overrides
-        merged = compose.merge(recorded, [*(overrides or {}).get(member.stage, ()), *member.own])
-        composed = compose.compose(spec, merged)
-        states[key] = StageState(
-            config=composed.config,
-            overrides=merged,
-            code=code[member.stage],
-            artifacts={o.name: o.artifact_name(composed.choices) for o in spec.logs},
-            stage=member.stage,
-        )
+        new = [*(overrides or {}).get(member.stage, ()), *member.own]
+        merged[key] = compose.merge(recorded, new)
+    states = {}
+    for name, spec in specs_by_name.items():
+        keys = [k for k, m in members.items() if m.stage == name]
+        composed_all = compose.compose_all(spec, [merged[k] for k in keys])
+        for key, composed in zip(keys, composed_all, strict=True):
+            states[key] = StageState(
+                config=composed.config,
+                overrides=merged[key],
+                code=code[name],
+                artifacts={o.name: o.artifact_name(composed.choices) for o in spec.logs},
+                stage=name,
+            )
     return Project(workspace, specs_by_name, dag, current, Store(workspace), states, members)
 
 

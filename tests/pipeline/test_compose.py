@@ -74,3 +74,31 @@ def test_a_badly_typed_value_is_a_config_error(specs: dict[str, object]) -> None
         ConfigError, match=r"`train.lr=fast`: expected a value of type float, got `fast`"
     ):
         compose.compose(specs["train"], ["lr=fast"])  # type: ignore[arg-type]
+
+
+def test_composing_many_members_equals_composing_each(specs: dict[str, object]) -> None:
+    train = specs["train"]
+    sets = [
+        (),
+        ("lr=0.01",),
+        ("epochs=3", "lr=1e-3"),
+        ("model=mlp", "model.hidden=64"),
+        ("lr=0.5", "model=mlp"),
+        ("model.channels=[8,16]",),
+    ]
+    assert compose.compose_all(train, sets) == [compose.compose(train, s) for s in sets]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("lr=abc", r"`train.lr=abc`: expected a value of type float"),
+        ("lrr=1", r"unknown config key `train.lrr`"),
+        ("model=nope", r"unknown option `nope` for `train.model`"),
+    ],
+)
+def test_composing_many_members_words_errors_as_hydra_does(
+    specs: dict[str, object], override: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        compose.compose_all(specs["train"], [("lr=0.1",), (override,)])
