@@ -10,13 +10,13 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pipeline import memo
-from pipeline.digest import file_md5, manifest_digest
+from pipeline.digest import files_md5, manifest_digest
 from pipeline.errors import StoreError
 from pipeline.lock import InputPin, OutputPin
 from pipeline.memo import STORE_DIR
@@ -54,35 +54,38 @@ def open_existing(workspace: Path) -> Store:
 
 def _files(folder: Path, name: str) -> list[str]:
     """The plain files under a stage's output folder; links and devices are refused."""
-    found = []
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder).as_posix()
-        if path.is_symlink() or not (path.is_dir() or path.is_file()):
-            raise StoreError(
-                f"artifact `{name}`: `{rel}` is a link or special file; a stage must write "
-                "plain files into its output folder"
-            )
-        if path.is_file():
-            found.append(rel)
-    return found
+    files, other = _walk(folder)
+    if other:
+        raise StoreError(
+            f"artifact `{name}`: `{other[0]}` is a link or special file; a stage must write "
+            "plain files into its output folder"
+        )
+    return sorted(files)
 
 
 def _walk(folder: Path) -> tuple[set[str], list[str]]:
     """The plain files under ``folder`` (relative), and whatever else is there but folders."""
     files: set[str] = set()
     other: list[str] = []
-    pending = [folder]
+    skip = len(str(folder)) + 1
+    pending = [str(folder)]
     while pending:
         with os.scandir(pending.pop()) as entries:
             for entry in entries:
-                rel = Path(entry.path).relative_to(folder).as_posix()
                 if entry.is_dir(follow_symlinks=False):
-                    pending.append(Path(entry.path))
+                    pending.append(entry.path)
                 elif entry.is_file(follow_symlinks=False):
-                    files.add(rel)
+                    files.add(entry.path[skip:])
                 else:
-                    other.append(rel)
+                    other.append(entry.path[skip:])
     return files, sorted(other)
+
+
+def _makedirs(path: str, made: set[str]) -> None:
+    """``os.makedirs``, once per folder among the ``made`` ones (a commit makes thousands)."""
+    if path not in made:
+        os.makedirs(path, exist_ok=True)
+        made.add(path)
 
 
 def _remove(path: Path) -> None:
@@ -115,6 +118,7 @@ class Store:
         for sub in ("objects", "artifacts", "tmp", "locks"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.root / "index.sqlite", timeout=60, isolation_level=None)
+        self._pending: list[tuple[str, int, int, int, str]] = []
         (found,) = self._db.execute("PRAGMA user_version").fetchone()
         if found != _INDEX_VERSION:
             self._create(found)
@@ -150,6 +154,7 @@ class Store:
 
     def close(self) -> None:
         """Close the index."""
+        self._flush()
         self._db.close()
 
     @contextmanager
@@ -187,13 +192,16 @@ class Store:
         version is visible only once all its files are in place.
         """
         self.path(name, "v0")  # the name is safe before anything is written
-        manifest = {rel: file_md5(folder / rel) for rel in _files(folder, name)}
+        rels = _files(folder, name)
+        sources = [os.path.join(folder, rel) for rel in rels]
+        manifest = dict(zip(rels, files_md5(sources), strict=True))
         if not manifest:
             raise StoreError(f"artifact `{name}` is empty: its stage wrote no file into {folder}")
-        for rel, md5 in manifest.items():
-            self._put_object(folder / rel, md5)
+        made: set[str] = set()
+        for source, md5 in zip(sources, manifest.values(), strict=True):
+            self._put_object(source, md5, made)
         digest = manifest_digest(manifest)
-        size = sum((folder / rel).stat().st_size for rel in manifest)
+        size = sum(os.stat(source).st_size for source in sources)
         with self._transaction() as db:
             row = db.execute(
                 "SELECT version FROM versions WHERE name=? AND digest=?", (name, digest)
@@ -219,40 +227,56 @@ class Store:
             else:
                 version = row[0]
             # A folder for a version the index did not have is a crash's leftover.
-            self._materialise(name, f"v{version}", manifest, fresh=row is None)
+            self._materialise(name, f"v{version}", manifest, row is None, made)
             db.execute("INSERT OR REPLACE INTO aliases VALUES (?, 'latest', ?)", (name, version))
+            self._flush()
         return OutputPin(name, type_, f"v{version}", digest, size, len(manifest))
 
-    def _put_object(self, src: Path, md5: str) -> None:
-        target = self.root / "objects" / _object_name(md5)
-        if self.hash(target) == md5:  # present and undamaged (size and mtime checked)
+    def _put_object(self, src: str, md5: str, made: set[str]) -> None:
+        target = os.path.join(self.root, "objects", _object_name(md5))
+        if os.path.exists(target):
+            # Present and undamaged (its size, mtime and inode vouch for it): nothing to do.
+            if self.hash(Path(target)) == md5:
+                return
+            self._replace_object(src, target, md5)
             return
-        target.parent.mkdir(exist_ok=True)
-        tmp = self._temp()
+        _makedirs(os.path.dirname(target), made)
+        try:  # the staging folder is on the store's file system: a link appears whole
+            os.link(src, target)
+        except FileExistsError:  # another process stored the same content just now
+            return
+        except OSError:  # no hard links here
+            self._replace_object(src, target, md5)
+            return
+        os.chmod(target, 0o444)
+        self._remember(target, md5)
+
+    def _replace_object(self, src: str, target: str, md5: str) -> None:
+        """Copy to a temporary name, then rename over ``target`` in one step."""
+        tmp = str(self._temp())
         try:
-            try:  # the staging folder is on the store's file system: link, do not copy
-                os.link(src, tmp)
-            except OSError:
-                shutil.copyfile(src, tmp)
-            tmp.chmod(0o444)
+            shutil.copyfile(src, tmp)
+            os.chmod(tmp, 0o444)
             os.replace(tmp, target)
             self._remember(target, md5)
         finally:
-            tmp.unlink(missing_ok=True)
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
 
     def _materialise(
-        self, name: str, version: str, manifest: Mapping[str, str], fresh: bool
+        self, name: str, version: str, manifest: Mapping[str, str], fresh: bool, made: set[str]
     ) -> None:
         """Build the version folder aside, then rename it into place in one step."""
         final = self.path(name, version)
         if final.exists() and not fresh and self._damage(final, manifest) is None:
             return
         tmp = self._temp()
+        objects = os.path.join(self.root, "objects")
         try:
             for rel, md5 in manifest.items():
-                dest = tmp / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                obj = self.root / "objects" / _object_name(md5)
+                dest = os.path.join(tmp, rel)
+                _makedirs(os.path.dirname(dest), made)
+                obj = os.path.join(objects, _object_name(md5))
                 try:
                     os.link(obj, dest)
                 except OSError:  # no hard links on this file system: copy instead
@@ -266,7 +290,7 @@ class Store:
         finally:
             _remove(tmp)
         for rel, md5 in manifest.items():  # hashed already: the next check needs no read
-            self._remember(final / rel, md5)
+            self._remember(os.path.join(final, rel), md5)
 
     def _version_row(self, name: str, ref: str) -> tuple[Any, ...] | None:
         if ref.startswith("v") and ref[1:].isdigit():
@@ -319,35 +343,75 @@ class Store:
             return f"missing {', '.join(missing)}"
         if extra := sorted(found - set(manifest)):
             return f"unexpected {', '.join(extra)}"
-        hashed = file_md5 if rehash else self.hash
-        changed = [rel for rel, md5 in manifest.items() if hashed(folder / rel) != md5]
+        if rehash:
+            paths = [folder / rel for rel in manifest]
+            hashed: Mapping[str, str | None] = dict(zip(manifest, files_md5(paths), strict=True))
+        else:
+            hashed = self._hashes(folder, manifest)
+            self._flush()
+        changed = [rel for rel, md5 in manifest.items() if hashed[rel] != md5]
         return (
             f"corrupt {', '.join(changed)} (content differs from its digest)" if changed else None
         )
 
     def hash(self, path: Path) -> str | None:
         """A file's base64 MD5, from the stat cache when its size, mtime and inode match."""
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            return None
-        key = str(path.relative_to(self.root))
-        row = self._db.execute(
-            "SELECT md5 FROM stat_cache WHERE path=? AND size=? AND mtime_ns=? AND inode=?",
-            (key, st.st_size, st.st_mtime_ns, st.st_ino),
-        ).fetchone()
-        if row:
-            return str(row[0])
-        md5 = file_md5(path)
-        self._remember(path, md5, st)
-        return md5
+        found = self._hashes(path.parent, [path.name])[path.name]
+        self._flush()
+        return found
 
-    def _remember(self, path: Path, md5: str, st: os.stat_result | None = None) -> None:
-        st = st or path.stat()
-        self._db.execute(
-            "INSERT OR REPLACE INTO stat_cache VALUES (?,?,?,?,?)",
-            (str(path.relative_to(self.root)), st.st_size, st.st_mtime_ns, st.st_ino, md5),
-        )
+    def _hashes(self, folder: Path, rels: Iterable[str]) -> dict[str, str | None]:
+        """Base64 MD5 of files under ``folder``, read from the stat cache where it is valid.
+
+        The cache rows under the folder come in one query; the files the cache cannot
+        vouch for are hashed (on every core when they are many) and remembered.
+        """
+        prefix = f"{folder.relative_to(self.root).as_posix()}/"
+        rows = {
+            path: (size, mtime, inode, md5)
+            for path, size, mtime, inode, md5 in self._db.execute(
+                "SELECT path, size, mtime_ns, inode, md5 FROM stat_cache "
+                "WHERE path >= ? AND path < ?",
+                (prefix, prefix[:-1] + chr(ord("/") + 1)),
+            )
+        }
+        found: dict[str, str | None] = {}
+        todo: list[tuple[str, os.stat_result]] = []
+        base = str(folder)
+        for rel in rels:
+            try:
+                st = os.stat(os.path.join(base, rel))
+            except FileNotFoundError:
+                found[rel] = None
+                continue
+            row = rows.get(prefix + rel)
+            if row is not None and row[:3] == (st.st_size, st.st_mtime_ns, st.st_ino):
+                found[rel] = str(row[3])
+            else:
+                todo.append((rel, st))
+        digests = files_md5([os.path.join(base, rel) for rel, _ in todo])
+        for (rel, st), md5 in zip(todo, digests, strict=True):
+            found[rel] = md5
+            self._remember(os.path.join(base, rel), md5, st)
+        return found
+
+    def _remember(self, path: str | Path, md5: str, st: os.stat_result | None = None) -> None:
+        st = st or os.stat(path)
+        key = str(path)[len(str(self.root)) + 1 :]
+        self._pending.append((key, st.st_size, st.st_mtime_ns, st.st_ino, md5))
+
+    def _flush(self) -> None:
+        """Write the stat cache rows gathered so far, in one transaction (it is only a cache)."""
+        if not self._pending:
+            return
+        rows, self._pending = self._pending, []
+        sql = "INSERT OR REPLACE INTO stat_cache VALUES (?,?,?,?,?)"
+        if self._db.in_transaction:
+            self._db.executemany(sql, rows)
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.executemany(sql, rows)
+        self._db.execute("COMMIT")
 
     def verify(self, pin: OutputPin) -> str | None:
         """What is wrong with a version, rehashing every file (no cache): ``None`` if nothing."""

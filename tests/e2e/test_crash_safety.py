@@ -20,20 +20,20 @@ ARGS = (*FAST, "wandb.mode=disabled")
 # (function, its N-th call, kill before or after it), in the order a full run reaches them:
 # prepare_data's commit (7 files), train, evaluate, plot, and the lock writes between.
 POINTS = [
-    ("pipeline.store:file_md5", 4, "before"),  # hashing the dataset's files
-    ("os:link", 3, "after"),  # an object linked under its temporary name
-    ("os:replace", 5, "after"),  # some objects in place, others not
+    ("pipeline.digest:file_md5", 21, "before"),  # hashing the dataset's files
+    ("os:link", 3, "after"),  # some objects stored, others not
+    ("os:chmod", 5, "before"),  # an object linked in, not yet read-only
     ("os:link", 11, "after"),  # the version folder half built, aside
     ("pathlib:Path.rename", 1, "after"),  # the folder renamed in, the index not committed
     ("pipeline.runner:_record", 1, "before"),  # dataset committed, lock not yet written
     ("os:fsync", 1, "after"),  # the lock's new text written, not renamed
-    ("os:replace", 8, "after"),  # the lock renamed: it holds prepare_data only
+    ("os:replace", 1, "after"),  # the lock renamed: it holds prepare_data only
     ("stages.train:_epoch", 2, "before"),  # in the middle of training
     ("pipeline.store:Store._materialise", 2, "after"),  # inside the model's index transaction
     ("pipeline.runs:RunIndex.end", 2, "before"),  # model committed, its run not marked done
     ("pipeline.runner:_record", 3, "before"),  # evaluation committed, lock not updated
     ("matplotlib.figure:Figure.savefig", 2, "before"),  # plot half drawn
-    ("os:replace", 16, "after"),  # plot's objects partly stored
+    ("os:link", 26, "after"),  # plot's objects partly stored
     ("os:fsync", 4, "after"),  # the last lock write, not renamed
 ]
 

@@ -74,3 +74,14 @@ def test_code_digest_changes_with_an_imported_file_only(project: Path) -> None:
     assert digest.code_digest(digest.code_files(project, ["pkg.a"])) == before
     (project / "pkg" / "helper.py").write_text("X = 2\n")
     assert digest.code_digest(digest.code_files(project, ["pkg.a"])) != before
+
+
+def test_many_files_hash_the_same_on_every_core(tmp_path: Path) -> None:
+    paths = []
+    for i, size in enumerate([0, 10, 1 << 17, 1 << 18, 3]):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(bytes([i]) * size)
+        paths.append(path)
+    expected = [digest.file_md5(p) for p in paths]
+    assert digest.files_md5(paths) == expected  # large on average: threads
+    assert digest.files_md5(paths[:1] + paths[-1:]) == [expected[0], expected[-1]]  # small

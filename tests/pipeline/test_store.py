@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import store as store_module
+from pipeline import digest
 from pipeline.digest import file_md5, manifest_digest
 from pipeline.errors import StoreError
 from pipeline.lock import InputPin
@@ -74,7 +74,7 @@ def test_unchanged_files_are_not_hashed_twice(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[Path] = []
-    monkeypatch.setattr(store_module, "file_md5", lambda p: calls.append(p) or file_md5(p))
+    monkeypatch.setattr(digest, "file_md5", lambda p: calls.append(p) or file_md5(p))
     pin = store.commit(_stage_output(store, {"a": b"xy"}), "data", "dataset")
     assert store.intact(pin)
     assert store.intact(pin)
