@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import tempfile
@@ -115,7 +117,7 @@ def dumps(lock: Lock) -> str:
     return yaml.dump(to_dict(lock), Dumper=_Dumper, sort_keys=True, default_flow_style=False)
 
 
-def write(path: Path, lock: Lock) -> bool:
+def write(path: Path, lock: Lock, cache: Path | None = None) -> bool:
     """Write atomically, only if the text changed; return whether it was written."""
     text = dumps(lock)
     if path.exists() and path.read_text(encoding="utf-8") == text:
@@ -130,14 +132,51 @@ def write(path: Path, lock: Lock) -> bool:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if cache is not None:
+        _save(cache, text, lock)
     return True
 
 
-def read(path: Path) -> Lock:
-    """Load and validate; a missing file is an empty lock."""
+def read(path: Path, cache: Path | None = None) -> Lock:
+    """Load and validate; a missing file is an empty lock.
+
+    With ``cache``, the parsed lock is also kept there as JSON under the MD5 of its text,
+    so that an unchanged lock (a sweep's holds thousands of blocks) loads without parsing
+    its YAML again.
+    """
     if not path.exists():
         return Lock()
-    return loads(path.read_text(encoding="utf-8"), source=str(path.name))
+    text = path.read_text(encoding="utf-8")
+    if cache is None:
+        return loads(text, source=str(path.name))
+    try:
+        saved = json.loads(cache.read_text(encoding="utf-8"))
+        if saved["md5"] == _md5(text):
+            return _from_dict(saved["lock"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no cache, or not for this text: parse
+    found = loads(text, source=str(path.name))
+    _save(cache, text, found)
+    return found
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8")).hexdigest()
+
+
+def _save(cache: Path, text: str, lock: Lock) -> None:
+    """Keep ``lock`` as JSON for ``text``, if JSON gives it back exactly (it is only a cache)."""
+    data = json.dumps({"md5": _md5(text), "lock": to_dict(lock)}, sort_keys=True)
+    if _from_dict(json.loads(data)["lock"]) != lock:
+        return
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+    tmp.write_text(data, encoding="utf-8")
+    os.replace(tmp, cache)
+
+
+def _from_dict(data: Mapping[str, Any]) -> Lock:
+    return Lock({str(name): _stage(block) for name, block in sorted(data["stages"].items())})
 
 
 class _Checked:
@@ -194,7 +233,7 @@ def loads(text: str, source: str = LOCK_NAME) -> Lock:
             f"`{source}` has schema {data['schema']}, this version reads schema {SCHEMA}; "
             "upgrade the tool or delete the lock"
         )
-    return Lock({str(name): _stage(block) for name, block in sorted(data["stages"].items())})
+    return _from_dict(data)
 
 
 def _stage(b: Mapping[str, Any]) -> StageLock:

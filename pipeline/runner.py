@@ -100,7 +100,7 @@ def load(
     dag = graph.build(
         graph.Node(s.name, s.uses, tuple(o.name for o in s.logs)) for s in specs_by_name.values()
     )
-    current = lock.read(workspace / lock.LOCK_NAME)
+    current = lock.read(workspace / lock.LOCK_NAME, cache=lock_cache(workspace))
     compose.register(specs_by_name.values())
     callback.register()
     fan_in = {name: spec.fan_in for name, spec in specs_by_name.items()}
@@ -127,6 +127,11 @@ def load(
                 stage=name,
             )
     return Project(workspace, specs_by_name, dag, current, Store(workspace), states, members)
+
+
+def lock_cache(workspace: Path) -> Path:
+    """Where the parsed lock is kept, so that an unchanged lock loads without YAML."""
+    return workspace / memo.STORE_DIR / "lock.json"
 
 
 def open_project(
@@ -339,5 +344,6 @@ def _record(project: Project, step: Step) -> None:
     )
     # Read again under a file lock: another process may have recorded other stages.
     with FileLock(project.store.root / "locks" / "lockfile.lock"):
-        project.lock = lock.read(project.lock_path).with_stage(step.stage, entry)
-        lock.write(project.lock_path, project.lock)
+        cache = lock_cache(project.workspace)
+        project.lock = lock.read(project.lock_path, cache).with_stage(step.stage, entry)
+        lock.write(project.lock_path, project.lock, cache)

@@ -133,3 +133,21 @@ def test_names_and_versions_that_could_leave_the_store_are_refused(field: str, v
     bad = text.replace(old, old.split(":")[0] + f": {value}", 1)
     with pytest.raises(LockError, match=rf":{line}`: `stages\.train\..*\.{field}` should be a"):
         lock.loads(bad)
+
+
+def test_an_unchanged_lock_loads_from_its_cache_and_a_changed_one_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, cache = tmp_path / lock.LOCK_NAME, tmp_path / "cache" / "lock.json"
+    lock.write(path, _sample(), cache)
+    parsed: list[str] = []
+    real = lock.loads
+    monkeypatch.setattr(lock, "loads", lambda text, source="": parsed.append(source) or real(text))
+    assert lock.read(path, cache) == _sample()
+    assert parsed == []  # from the cache
+    edited = path.read_text().replace("size: 1234", "size: 13")
+    path.write_text(edited)
+    assert lock.read(path, cache).stages["train"].outputs["model"].size == 13
+    assert parsed == [lock.LOCK_NAME]  # the text changed: parsed, then cached again
+    assert lock.read(path, cache).stages["train"].outputs["model"].size == 13
+    assert parsed == [lock.LOCK_NAME]
