@@ -193,9 +193,15 @@ def launch_wave(
     from hydra_zen import launch
 
     members = ",".join(str(i) for i in range(len(task.jobs)))
+    # One member on the default launcher runs as a plain Hydra run: a sweep would compose
+    # its config once more to validate it, for nothing. Same job folder: `<run_dir>/0`.
+    launcher_chosen = any(o.startswith(("hydra/launcher", "hydra.launcher")) for o in overrides)
+    multirun = len(task.jobs) > 1 or launcher_chosen
     settings = [
         f"+{MEMBER_KEY}={members}",
-        f"hydra.sweep.dir={quote(run_dir)}",
+        f"hydra.sweep.dir={quote(run_dir)}"
+        if multirun
+        else f"hydra.run.dir={quote(run_dir / '0')}",
         # Logs go to stderr: stdout belongs to the CLI (`--json` documents).
         "hydra.job_logging.handlers.console.stream=ext://sys.stderr",
         "hydra.hydra_logging.handlers.console.stream=ext://sys.stderr",
@@ -203,11 +209,12 @@ def launch_wave(
     ]
     try:
         with contextlib.redirect_stderr(_WithoutJobErrorLine(sys.stderr)):
-            returns = launch(
+            launcher: Any = launch  # its overloads want `multirun` as a literal
+            returns = launcher(
                 spec.config,
                 task,
                 overrides=settings,
-                multirun=True,
+                multirun=multirun,
                 config_name=spec.name,
                 job_name=spec.name,
                 version_base="1.3",
@@ -215,15 +222,17 @@ def launch_wave(
     except (StageFailed, ConfigError, NoSpace):
         raise
     except ConfigCompositionException as exc:
-        launcher = " ".join(o for o in overrides if o.startswith("hydra")) or "the launcher"
+        chosen = " ".join(o for o in overrides if o.startswith("hydra")) or "the launcher"
         first = str(exc).strip().splitlines()[0]
         raise ConfigError(
-            f"cannot use {launcher}: {first} (launchers: basic, joblib, submitit_local, "
+            f"cannot use {chosen}: {first} (launchers: basic, joblib, submitit_local, "
             "submitit_slurm)"
         ) from exc
     except Exception as exc:  # a launcher's own failure, or a job's raised again by Hydra
         detail = f"{type(exc).__name__}: {exc}"
         raise StageFailed(f"stage `{spec.name}` failed: {detail}") from exc
+    if not multirun:
+        return [returns.return_value]
     return [job_return.return_value for wave in returns for job_return in wave]
 
 

@@ -106,12 +106,28 @@ def _deterministic(seed: int, threads: int, device: str) -> Iterator[torch.devic
     torch.set_num_threads(threads)
     # Some CUDA kernels (adaptive pooling backward) have no deterministic version:
     # there we settle for a warning; bit-identical results are promised on CPU only.
-    torch.use_deterministic_algorithms(True, warn_only=device == "cuda")
+    _deterministic_algorithms(True, warn_only=device == "cuda")
     try:
         yield torch.device(device)
     finally:
         torch.set_num_threads(saved[0])
-        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
+        _deterministic_algorithms(saved[1], warn_only=saved[2])
+
+
+def _deterministic_algorithms(mode: bool, warn_only: bool) -> None:
+    """``torch.use_deterministic_algorithms`` without its import of torch's compiler.
+
+    The public call also sets a flag of `torch.compile` (`torch._inductor.config`),
+    importing torch._dynamo on the way: 1.4 s of a 7 s pipeline here. Nothing here is
+    compiled, so only the runtime flag is set, through the call the public one makes.
+    """
+    import torch
+
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:  # another torch: the public call
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        setter(mode, warn_only=warn_only)
 
 
 def _tensors(folder: Path, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

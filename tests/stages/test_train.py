@@ -67,3 +67,20 @@ def test_train_without_validation_keeps_the_last_epoch(tmp_path: Path) -> None:
 def test_train_rejects_zero_epochs(dataset_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="`epochs` must be at least 1; got 0"):
         train(dataset_dir, tmp_path, models.mlp, epochs=0)
+
+
+def test_deterministic_algorithms_are_on_while_training_without_loading_the_compiler(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch; from stages.train import _deterministic\n"
+        "with _deterministic(0, 1, 'cpu'):\n"
+        "    assert torch.are_deterministic_algorithms_enabled()\n"
+        "assert not torch.are_deterministic_algorithms_enabled()\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    found = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert found.stdout == "False\n", found.stderr
