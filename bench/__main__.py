@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round, no DVC venv")
     parser.add_argument("--no-dvc", action="store_true", help="time our side only")
+    parser.add_argument("--no-scm", action="store_true", help="DVC without git (`--no-scm`)")
     parser.add_argument("--json", type=Path, default=Path("bench/results.json"), help="raw timings")
     parser.add_argument(
         "--profiles", type=Path, default=None, help="cProfile each missed target into this folder"
@@ -85,6 +86,9 @@ def table(results: Sequence[Result]) -> str:
         rows.append(f"| {r.title} | {ours} | {_cell(r.dvc)} | {ratio} | {r.target} | {met} |")
         if "writer_alone" in r.extra:
             rows.append(f"| ... the writer alone | {_cell(r.extra['writer_alone'])} | | | | |")
+        if "yaml" in r.extra.get("lock", {}):
+            yaml_read = _cell([r.extra["lock"]["yaml"]])
+            rows.append(f"| ... its lock parsed as YAML, no cache | {yaml_read} | | | | |")
     return "\n".join(rows)
 
 
@@ -94,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(repeat=args.repeat, heavy_repeat=args.heavy_repeat, smoke=args.smoke)
     if args.smoke:
         settings = replace(settings, repeat=1, heavy_repeat=1, dvc=harness.dvc_available())
+    if args.no_scm:
+        settings = replace(settings, scm=False)
     if args.no_dvc:
         settings = replace(settings, dvc=False)
     if args.profiles:
@@ -109,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine["load after"] = done.stdout.strip()
     print("\n".join(f"- {k}: {v}" for k, v in machine.items()) + "\n")
     print(table(results))
+    machine["dvc workspace"] = "git repository" if settings.scm else "dvc init --no-scm"
     doc = {"machine": machine, "smoke": args.smoke, "results": [asdict(r) for r in results]}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")

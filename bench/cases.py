@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ class _Pair:
     def setup_dvc(self, write: Any) -> None:
         if self.dvc is not None:
             write(self.dvc)
-            h.dvc_init(self.dvc, self.env)
+            h.dvc_init(self.dvc, self.env, self.settings.scm)
 
     def close(self) -> None:
         h.remove(self.ours)
@@ -127,19 +128,16 @@ def noop_run(settings: Settings) -> Result:
     """1. No-op `run` against no-op `dvc repro`, the default 4-stage pipeline."""
     result = Result("noop_run", "1. no-op `run` vs `dvc repro` (4 stages)", "<= 0.35", limit=0.35)
     pair = _Pair("noop", settings)
-    try:
-        h.run(h.ours("run", *_ours_overrides(settings)), pair.ours, pair.env)
-        pair.setup_dvc(lambda f: _write_default_dvc(f, settings))
-        if pair.dvc is not None:
-            h.run(h.dvc("repro"), pair.dvc, pair.env)
-            _check_default_outputs(pair.dvc)
-        if "nothing to run" not in h.run(h.ours("run"), pair.ours, pair.env):
-            raise RuntimeError("our second run was not a no-op")
-        result.ours, result.dvc = pair.side_by_side(settings.repeat, ["run"], ["repro"])
-        _profile(settings, result, ["pipeline", "run"], pair)
-    finally:
-        pair.close()
-    return result
+    return _no_op(
+        settings,
+        result,
+        pair,
+        first=["run", *_ours_overrides(settings)],
+        write_dvc=lambda f: _write_default_dvc(f, settings),
+        command="run",
+        fresh=lambda out: "nothing to run" in out,
+        dvc_command="repro",
+    )
 
 
 def noop_status(settings: Settings) -> Result:
@@ -152,15 +150,40 @@ def noop_status(settings: Settings) -> Result:
     )
     stages = list(_big_sizes(settings))
     pair = _Pair("status", settings, "bench.bigstages")
+    return _no_op(
+        settings,
+        result,
+        pair,
+        first=["run", *_big_overrides(stages, settings)],
+        write_dvc=lambda f: _write_big_dvc(f, stages, settings),
+        command="status",
+        fresh=lambda out: out.count("fresh") == len(stages),
+        dvc_command="status",
+    )
+
+
+def _no_op(
+    settings: Settings,
+    result: Result,
+    pair: _Pair,
+    first: list[str],
+    write_dvc: Callable[[Path], None],
+    command: str,
+    fresh: Callable[[str], bool],
+    dvc_command: str,
+) -> Result:
+    """Run both pipelines once, check ours is fresh, then time the no-op side by side."""
     try:
-        h.run(h.ours("run", *_big_overrides(stages, settings)), pair.ours, pair.env)
-        pair.setup_dvc(lambda f: _write_big_dvc(f, stages, settings))
+        h.run(h.ours(*first), pair.ours, pair.env)
+        pair.setup_dvc(write_dvc)
         if pair.dvc is not None:
             h.run(h.dvc("repro"), pair.dvc, pair.env)
-        if h.run(h.ours("status"), pair.ours, pair.env).count("fresh") != len(stages):
-            raise RuntimeError("our status after the run is not all fresh")
-        result.ours, result.dvc = pair.side_by_side(settings.repeat, ["status"], ["status"])
-        _profile(settings, result, ["pipeline", "status"], pair)
+            if dvc_command == "repro":
+                _check_default_outputs(pair.dvc)
+        if not fresh(h.run(h.ours(command), pair.ours, pair.env)):
+            raise RuntimeError(f"our `{command}` after the first run is not all fresh")
+        result.ours, result.dvc = pair.side_by_side(settings.repeat, [command], [dvc_command])
+        _profile(settings, result, ["pipeline", command], pair)
     finally:
         pair.close()
     return result
@@ -190,7 +213,7 @@ def first_commit(settings: Settings, stage: str) -> Result:
         folder = h.workspace(f"commit-{artifact}-dvc")
         try:
             _write_big_dvc(folder, [stage], settings)
-            h.dvc_init(folder, env)
+            h.dvc_init(folder, env, settings.scm)
             return h.timed(h.dvc("repro"), folder, env, settings.timeout)
         finally:
             h.remove(folder)
@@ -235,7 +258,7 @@ def full_pipeline(settings: Settings) -> Result:
         folder = h.workspace("full-dvc")
         try:
             _write_default_dvc(folder, settings)
-            h.dvc_init(folder, env)
+            h.dvc_init(folder, env, settings.scm)
             seconds = h.timed(h.dvc("repro"), folder, env, settings.timeout)
             _check_default_outputs(folder)
             return seconds

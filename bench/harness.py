@@ -65,6 +65,7 @@ class Settings:
     smoke: bool = False
     dvc: bool = True
     profiles: Path | None = None
+    scm: bool = True  # DVC in a git repository (False: `dvc init --no-scm`)
     timeout: float = 900.0
     log: Callable[[str], None] = field(default=lambda text: print(text, file=sys.stderr))
 
@@ -163,8 +164,11 @@ def ensure_dvc(log: Callable[[str], None]) -> str:
     return out.stdout.strip()
 
 
-def dvc_init(folder: Path, env: dict[str, str]) -> None:
+def dvc_init(folder: Path, env: dict[str, str], scm: bool = True) -> None:
     """`git init` and `dvc init` with the code committed: DVC as most projects use it."""
+    if not scm:
+        run(dvc("init", "-q", "--no-scm"), folder, env)
+        return
     run(["git", "init", "-q"], folder, env)
     run(dvc("init", "-q"), folder, env)
     run(["git", "add", "-A"], folder, env)

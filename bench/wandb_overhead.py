@@ -1,7 +1,7 @@
 """W&B's cost on a full default run: offline tracking against `wandb.mode=disabled`.
 
 Runs the two side by side, alternating, each in a fresh workspace, and prints the
-median wall times and their difference.  Usage: python benchmarks/wandb_overhead.py [N]
+median wall times and their difference.  Usage: python -m bench.wandb_overhead [N]
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import timed_run
+from bench.common import timed_run
 
 
 def main(rounds: int = 3, extra: tuple[str, ...] = ()) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """A 4-member sweep under Hydra's basic launcher and under joblib with 2 workers.
 
 Each round runs both, alternating, in fresh workspaces; prints the medians and their
-ratio.  Usage: python benchmarks/sweep_launchers.py [N] [extra overrides...]
+ratio.  Usage: python -m bench.sweep_launchers [N] [extra overrides...]
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import timed_run
+from bench.common import timed_run
 
 SWEEP = ["plot", "-m", "train.lr=1e-3,1e-2", "train.model=mlp,cnn"]
 JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
