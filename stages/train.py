@@ -153,14 +153,16 @@ def _epoch(
     net.train()
     order = torch.randperm(len(y), generator=generator).to(y.device)
     batches = torch.split(order, batch_size)
-    total = 0.0
+    # Summed on the device, in float64 (the same sums as Python floats): reading the loss
+    # after each batch would make a GPU wait for every step.
+    total = torch.zeros((), dtype=torch.float64, device=y.device)
     for index in tqdm(batches, desc=f"epoch {epoch}", leave=False, file=sys.stderr, disable=None):
         optimizer.zero_grad()
         loss = torch.nn.functional.cross_entropy(net(x[index]), y[index])
         loss.backward()
         optimizer.step()
-        total += loss.detach().item() * len(index)
-    return total / len(y)
+        total += loss.detach().double() * len(index)
+    return float(total) / len(y)
 
 
 def _score(
