@@ -19,7 +19,6 @@ from pipeline import cli_inspect, cli_text, memo
 from pipeline.errors import PipelineError, StageFailed, UsageError, did_you_mean
 
 EXIT_OK = 0  # failures exit with their error class's code: 1 a stage, 2 bad input
-_STARTED = memo.now_ns()  # what the memo trusts: files not modified since the command began
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,6 +89,7 @@ def _add_run(run: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    started = time.time_ns()  # the memo trusts only files not modified since
     argv = list(sys.argv[1:] if argv is None else argv)
     again = f"python -m pipeline {shlex.join(argv)}"
     try:
@@ -107,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Relative paths in configs (a dataset's `root`) mean the workspace, wherever we started.
         os.chdir(workspace)
         args.workspace = workspace
+        args.started_ns = started
         if args.command in ("run", "status"):
             known = memo.recall(workspace / memo.STORE_DIR, _command(args))
             if known is not None:
@@ -272,40 +273,12 @@ def _run(args: argparse.Namespace) -> int:
     if all(s.state == "fresh" for s in steps):  # nothing to run or record: say so at once
         _answer(args, project, steps, cli_text.steps(steps, args.json, planned=False))
         return EXIT_OK
-    done = execute(project, steps, options, _Progress(quiet=args.json))
+    done = execute(project, steps, options, cli_text.Progress(quiet=args.json))
     if args.json:
         print(cli_text.steps(done, True, planned=False), end="")
     elif all(s.action != "run" for s in done):
         print(f"all {len(done)} stages are fresh; nothing to run")
     return EXIT_OK
-
-
-class _Progress:
-    """Prints each stage as it starts and ends (nothing under --json: stdout is the document)."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.started: dict[str, float] = {}
-
-    def __call__(self, event: str, step: Any) -> None:
-        if self.quiet:
-            return
-        if event == "wait":  # on stderr even under --json: the user must see why it pauses
-            print(
-                f"{step.stage}: waiting for another process in this workspace that runs it",
-                file=sys.stderr,
-                flush=True,
-            )
-            return
-        if event == "start":
-            self.started[step.stage] = time.perf_counter()
-            print(f"{step.stage}: run ({'; '.join(step.reasons)})", flush=True)
-        elif step.action == "run":
-            secs = time.perf_counter() - self.started[step.stage]
-            made = ", ".join(f"{p.name} {p.version}" for p in step.outputs.values())
-            print(f"{step.stage}: done in {secs:.1f} s -> {made}", flush=True)
-        else:
-            print(cli_text.line(step), flush=True)
 
 
 def _parse_use(project: Any, text: str, in_scope: list[str]) -> tuple[str, str]:
@@ -350,12 +323,14 @@ def _answer(args: argparse.Namespace, project: Any, steps: Sequence[Any], text: 
     """Print the answer; remember it when every stage is fresh (see `pipeline.memo`)."""
     print(text, end="")
     if all(s.state == "fresh" for s in steps):
-        memo.remember(project.store.root, _command(args), text, project.watched(steps), _STARTED)
+        watched = project.watched(steps)
+        memo.remember(project.store.root, _command(args), text, watched, args.started_ns)
 
 
 def _command(args: argparse.Namespace) -> list[str]:
     """The command as the memo knows it: every option but the workspace."""
-    return [json.dumps({k: v for k, v in vars(args).items() if k != "workspace"}, default=str)]
+    options = {k: v for k, v in vars(args).items() if k not in ("workspace", "started_ns")}
+    return [json.dumps(options, default=str)]
 
 
 def _sync(args: argparse.Namespace) -> int:

@@ -1,15 +1,22 @@
-"""What `run` and `status` print: the steps and states, as text for people or JSON for tools."""
+"""What `run` and `status` print: steps and states, as text for people or JSON for tools."""
 
 from __future__ import annotations
 
 import json
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 
+def versions(step: Any) -> str:
+    """The artifact versions a step made or found: ``dataset-digits v0, model v1``."""
+    return ", ".join(f"{p.name} {p.version}" for p in step.outputs.values())
+
+
 def line(step: Any) -> str:
     """One step as `run` reports it: ``train: fresh -> model v0``."""
-    made = ", ".join(f"{p.name} {p.version}" for p in step.outputs.values())
+    made = versions(step)
     why = f" ({'; '.join(step.reasons)})" if step.reasons else ""
     verb = {"reuse": "fresh" if not step.reasons else "reuse", "pin": "pinned", "run": "run"}
     return f"{step.stage}: {verb[step.action]}{why}" + (f" -> {made}" if made else "")
@@ -56,11 +63,38 @@ def status(found: Sequence[Any], runs: Mapping[str, Any], as_json: bool) -> str:
     lines = []
     for step in found:
         reasons = "".join(f"\n{'':{width + 2}}- {r}" for r in step.reasons)
-        versions = ", ".join(f"{p.name} {p.version}" for p in step.outputs.values())
-        shown = f"  ({versions})" if versions and step.state == "fresh" else ""
+        made = versions(step)
+        shown = f"  ({made})" if made and step.state == "fresh" else ""
         run = runs[step.stage]
         if run and step.state == "fresh":
             synced = "synced" if run.get("synced") or run["mode"] == "online" else "not synced"
             shown += f"  W&B {run['mode']} run {run['id']} ({synced})"
         lines.append(f"{step.stage:{width}}  {step.state}{shown}{reasons}\n")
     return "".join(lines)
+
+
+class Progress:
+    """Prints each stage as it starts and ends (nothing under --json: stdout is the document)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.started: dict[str, float] = {}
+
+    def __call__(self, event: str, step: Any) -> None:
+        if event == "wait":  # on stderr even under --json: the user must see why it pauses
+            print(
+                f"{step.stage}: waiting for another process in this workspace that runs it",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        if self.quiet:
+            return
+        if event == "start":
+            self.started[step.stage] = time.perf_counter()
+            print(f"{step.stage}: run ({'; '.join(step.reasons)})", flush=True)
+        elif step.action == "run":
+            secs = time.perf_counter() - self.started[step.stage]
+            print(f"{step.stage}: done in {secs:.1f} s -> {versions(step)}", flush=True)
+        else:
+            print(line(step), flush=True)

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import sys
-import time
 import uuid
 from collections.abc import Iterable, Sequence
 from importlib import metadata
@@ -93,8 +92,3 @@ def touch(store: Path) -> None:
     path = stamp(store)
     path.parent.mkdir(exist_ok=True)
     path.touch()
-
-
-def now_ns() -> int:
-    """The start time to pass to :func:`remember`."""
-    return time.time_ns()

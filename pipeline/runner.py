@@ -57,14 +57,14 @@ class Project:
     def watched(self, steps: Iterable[Step]) -> list[Path]:
         """Every file a fresh plan depends on: lock, index, code, and the outputs' files."""
         paths = [self.lock_path, self.store.root / "index.sqlite", memo.stamp(self.store.root)]
+        paths += Path(__file__).parent.glob("*.py")  # this tool's own code
+        code = {state.stage: state.code for state in self.states.values()}
         for name, spec in self.specs.items():
             root = code_root(spec)
-            package = root / spec.module.split(".")[0]
-            # Every module of the stages' package (its list of stages too) and of this tool.
-            paths += [*package.rglob("*.py"), *Path(__file__).parent.glob("*.py")]
-            for member in self.states.values():
-                if member.stage == name:
-                    paths += [root / rel for rel in member.code]
+            # Every module of the stages' package (its list of stages too), and what a
+            # stage imports from elsewhere.
+            paths += (root / spec.module.split(".")[0]).rglob("*.py")
+            paths += (root / rel for rel in code[name])
         for step in steps:
             for pin in step.outputs.values():
                 folder = self.store.path(pin.name, pin.version)

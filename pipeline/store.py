@@ -187,9 +187,10 @@ class Store:
     def commit(self, folder: Path, name: str, type_: str) -> OutputPin:
         """Store a folder's files as a version of ``name``; identical content reuses its version.
 
-        Objects are written first, each to a temporary name then renamed; the version
-        folder is built aside and renamed into place inside the index transaction, so a
-        version is visible only once all its files are in place.
+        Objects are hard links of the staged files (a link appears whole; a copy goes to a
+        temporary name and is renamed); the version folder is built aside and renamed into
+        place inside the index transaction, so a version is visible only once all its
+        files are in place.
         """
         self.path(name, "v0")  # the name is safe before anything is written
         rels = _files(folder, name)
