@@ -50,16 +50,17 @@ def test_a_run_waits_for_a_claimed_stage_and_says_so(tmp_path: Path) -> None:
     make_cli(source)("run", "prepare_data", "wandb.mode=disabled")
     fingerprint = lock.read(source / lock.LOCK_NAME).stages["prepare_data"].fingerprint
 
-    workspace = tmp_path / "ws"
-    (workspace / ".pipeline" / "locks").mkdir(parents=True)
-    claim = FileLock(workspace / ".pipeline" / "locks" / f"{fingerprint}.lock")
-    claim.acquire()  # as another process running prepare_data would hold it
-    proc = _start(workspace, "prepare_data", "wandb.mode=disabled")
-    assert proc.stderr is not None
-    assert proc.stderr.readline() == (
-        "prepare_data: waiting for another process in this workspace that runs it\n"
-    )
-    claim.release()
-    stdout, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0
-    assert "prepare_data: done" in stdout
+    for flags in ((), ("--json",)):  # with --json too: stdout is the document, stderr says it
+        workspace = tmp_path / f"ws{len(flags)}"
+        (workspace / ".pipeline" / "locks").mkdir(parents=True)
+        claim = FileLock(workspace / ".pipeline" / "locks" / f"{fingerprint}.lock")
+        claim.acquire()  # as another process running prepare_data would hold it
+        proc = _start(workspace, "prepare_data", "wandb.mode=disabled", *flags)
+        assert proc.stderr is not None
+        assert proc.stderr.readline() == (
+            "prepare_data: waiting for another process in this workspace that runs it\n"
+        )
+        claim.release()
+        stdout, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0
+        assert ('"action": "run"' if flags else "prepare_data: done") in stdout
