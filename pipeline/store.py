@@ -10,7 +10,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,10 +23,13 @@ from pipeline.memo import STORE_DIR
 from pipeline.plan import CachedRun
 from pipeline.runs import RunIndex
 from pipeline.spec import safe_name
+from pipeline.statcache import STAT_CACHE_SCHEMA, StatCache
 
 _HOST = socket.gethostname().replace("-", "_") or "host"
 _INDEX_VERSION = 1
-_SCHEMA = """
+_SCHEMA = (
+    STAT_CACHE_SCHEMA
+    + """
 CREATE TABLE IF NOT EXISTS versions(
     name TEXT, version INTEGER, type TEXT, digest TEXT, size INTEGER, files INTEGER,
     manifest TEXT, created REAL, PRIMARY KEY (name, version), UNIQUE (name, digest));
@@ -37,9 +40,8 @@ CREATE TABLE IF NOT EXISTS runs(
     ended REAL, inputs TEXT, outputs TEXT, metrics TEXT, tracking TEXT, config TEXT,
     code TEXT, environment TEXT);
 CREATE INDEX IF NOT EXISTS runs_by_fingerprint ON runs (fingerprint, status);
-CREATE TABLE IF NOT EXISTS stat_cache(
-    path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER, md5 TEXT);
 """
+)
 
 
 def open_existing(workspace: Path) -> Store:
@@ -118,11 +120,11 @@ class Store:
         for sub in ("objects", "artifacts", "tmp", "locks"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.root / "index.sqlite", timeout=60, isolation_level=None)
-        self._pending: list[tuple[str, int, int, int, str]] = []
         (found,) = self._db.execute("PRAGMA user_version").fetchone()
         if found != _INDEX_VERSION:
             self._create(found)
         self.runs = RunIndex(self._db, self._transaction)
+        self.stat_cache = StatCache(self._db, self.root)
         self._clean_abandoned()
 
     def _create(self, found: int) -> None:
@@ -154,7 +156,7 @@ class Store:
 
     def close(self) -> None:
         """Close the index."""
-        self._flush()
+        self.stat_cache.flush()
         self._db.close()
 
     @contextmanager
@@ -230,14 +232,14 @@ class Store:
             # A folder for a version the index did not have is a crash's leftover.
             self._materialise(name, f"v{version}", manifest, row is None, made)
             db.execute("INSERT OR REPLACE INTO aliases VALUES (?, 'latest', ?)", (name, version))
-            self._flush()
+            self.stat_cache.flush()
         return OutputPin(name, type_, f"v{version}", digest, size, len(manifest))
 
     def _put_object(self, src: str, md5: str, made: set[str]) -> None:
         target = os.path.join(self.root, "objects", _object_name(md5))
         if os.path.exists(target):
             # Present and undamaged (its size, mtime and inode vouch for it): nothing to do.
-            if self.hash(Path(target)) == md5:
+            if self.stat_cache.hash(Path(target)) == md5:
                 return
             self._replace_object(src, target, md5)
             return
@@ -250,7 +252,7 @@ class Store:
             self._replace_object(src, target, md5)
             return
         os.chmod(target, 0o444)
-        self._remember(target, md5)
+        self.stat_cache.remember(target, md5)
 
     def _replace_object(self, src: str, target: str, md5: str) -> None:
         """Copy to a temporary name, then rename over ``target`` in one step."""
@@ -259,7 +261,7 @@ class Store:
             shutil.copyfile(src, tmp)
             os.chmod(tmp, 0o444)
             os.replace(tmp, target)
-            self._remember(target, md5)
+            self.stat_cache.remember(target, md5)
         finally:
             if os.path.lexists(tmp):
                 os.unlink(tmp)
@@ -291,7 +293,7 @@ class Store:
         finally:
             _remove(tmp)
         for rel, md5 in manifest.items():  # hashed already: the next check needs no read
-            self._remember(os.path.join(final, rel), md5)
+            self.stat_cache.remember(os.path.join(final, rel), md5)
 
     def _version_row(self, name: str, ref: str) -> tuple[Any, ...] | None:
         if ref.startswith("v") and ref[1:].isdigit():
@@ -348,71 +350,11 @@ class Store:
             paths = [folder / rel for rel in manifest]
             hashed: Mapping[str, str | None] = dict(zip(manifest, files_md5(paths), strict=True))
         else:
-            hashed = self._hashes(folder, manifest)
-            self._flush()
+            hashed = self.stat_cache.hashes(folder, manifest)
         changed = [rel for rel, md5 in manifest.items() if hashed[rel] != md5]
         return (
             f"corrupt {', '.join(changed)} (content differs from its digest)" if changed else None
         )
-
-    def hash(self, path: Path) -> str | None:
-        """A file's base64 MD5, from the stat cache when its size, mtime and inode match."""
-        found = self._hashes(path.parent, [path.name])[path.name]
-        self._flush()
-        return found
-
-    def _hashes(self, folder: Path, rels: Iterable[str]) -> dict[str, str | None]:
-        """Base64 MD5 of files under ``folder``, read from the stat cache where it is valid.
-
-        The cache rows under the folder come in one query; the files the cache cannot
-        vouch for are hashed (on every core when they are many) and remembered.
-        """
-        prefix = f"{folder.relative_to(self.root).as_posix()}/"
-        rows = {
-            path: (size, mtime, inode, md5)
-            for path, size, mtime, inode, md5 in self._db.execute(
-                "SELECT path, size, mtime_ns, inode, md5 FROM stat_cache "
-                "WHERE path >= ? AND path < ?",
-                (prefix, prefix[:-1] + chr(ord("/") + 1)),
-            )
-        }
-        found: dict[str, str | None] = {}
-        todo: list[tuple[str, os.stat_result]] = []
-        base = str(folder)
-        for rel in rels:
-            try:
-                st = os.stat(os.path.join(base, rel))
-            except FileNotFoundError:
-                found[rel] = None
-                continue
-            row = rows.get(prefix + rel)
-            if row is not None and row[:3] == (st.st_size, st.st_mtime_ns, st.st_ino):
-                found[rel] = str(row[3])
-            else:
-                todo.append((rel, st))
-        digests = files_md5([os.path.join(base, rel) for rel, _ in todo])
-        for (rel, st), md5 in zip(todo, digests, strict=True):
-            found[rel] = md5
-            self._remember(os.path.join(base, rel), md5, st)
-        return found
-
-    def _remember(self, path: str | Path, md5: str, st: os.stat_result | None = None) -> None:
-        st = st or os.stat(path)
-        key = str(path)[len(str(self.root)) + 1 :]
-        self._pending.append((key, st.st_size, st.st_mtime_ns, st.st_ino, md5))
-
-    def _flush(self) -> None:
-        """Write the stat cache rows gathered so far, in one transaction (it is only a cache)."""
-        if not self._pending:
-            return
-        rows, self._pending = self._pending, []
-        sql = "INSERT OR REPLACE INTO stat_cache VALUES (?,?,?,?,?)"
-        if self._db.in_transaction:
-            self._db.executemany(sql, rows)
-            return
-        self._db.execute("BEGIN IMMEDIATE")
-        self._db.executemany(sql, rows)
-        self._db.execute("COMMIT")
 
     def verify(self, pin: OutputPin) -> str | None:
         """What is wrong with a version, rehashing every file (no cache): ``None`` if nothing."""
