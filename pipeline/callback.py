@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import netrc
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.errors import UsageError
+from pipeline import remote
+from pipeline.errors import RemoteError, UsageError
 from pipeline.spec import OUT_PARAM, StageSpec
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ class ArtifactRef:
     path: Path
     version: str = ""
     digest: str = ""
+    new: bool = True  # False: this content was already a version (a re-log moves no alias)
 
 
 @dataclass
@@ -60,6 +63,7 @@ class StageRun:
     # Filled in by the task once it committed the outputs, before the job ends.
     outputs: dict[str, ArtifactRef] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
     # Filled in by the callback: the W&B run, for the store's index.
     tracking: dict[str, Any] = field(default_factory=dict)
 
@@ -139,31 +143,35 @@ class WandbCallback(Callback):
         os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
 
+        entity = self.entity or os.environ.get("WANDB_ENTITY") or None
+        if mode == "online":
+            entity, mode = _online(entity)
         short = f"-{stage.fingerprint[:8]}" if stage.fingerprint else ""
         options: dict[str, Any] = {
             "project": self.project,
-            "entity": self.entity,
+            # Online, the entity is always named, so that artifacts go where the run goes;
+            # offline without one, `pipeline sync` fills it in before uploading.
+            "entity": entity,
             "job_type": stage.stage,
             "group": stage.group,
             "name": f"{stage.stage}{short}",
             "config": dict(stage.config),
             "reinit": "create_new",
             "dir": os.environ.get("WANDB_DIR") or str(stage.workspace),
-            "settings": wandb.Settings(**_CHEAP),  # type: ignore[arg-type]
+            "settings": wandb.Settings(**_CHEAP, **_bounds()),  # type: ignore[arg-type]
         }
         try:
             run = wandb.init(mode=mode, **options)  # type: ignore[arg-type]
         except Exception as exc:
             if mode != "online":
                 raise
-            # Unreachable or refused: keep the record on disk, to `pipeline sync` later.
-            log.warning("W&B online failed (%s); recording the run offline instead", exc)
+            _fall_back(f"wandb.init failed: {remote.short(exc)}")
             mode = "offline"
             run = wandb.init(mode=mode, **options)  # type: ignore[arg-type]
         stage.tracking = {
             "id": run.id,
             "project": self.project,
-            "entity": self.entity,
+            "entity": entity,
             "mode": mode,
             "dir": _relative(Path(run.dir).parent, stage.workspace),
         }
@@ -174,11 +182,16 @@ class WandbCallback(Callback):
 
         artifact = wandb.Artifact(ref.name, type=ref.type)
         artifact.add_dir(str(ref.path), policy="immutable")
-        if self._run.offline:
-            # wandb refuses use_artifact offline; this is what it does inside, online.
-            self._run._log_artifact(artifact, is_user_created=True, use_after_commit=True)
-        else:
-            self._run.use_artifact(artifact)
+        # A use names no alias: on a server that merges aliases into the version a
+        # digest dedups to, `latest` would move back to this (older) version.
+        with _aliases_as_given():
+            if self._run.offline:
+                # wandb refuses use_artifact offline; this is what it does inside, online.
+                self._run._log_artifact(
+                    artifact, aliases=[], is_user_created=True, use_after_commit=True
+                )
+            else:
+                self._run.use_artifact(artifact)
 
     def _log(self, run: Any, stage: StageRun, logical: str, ref: ArtifactRef) -> None:
         import wandb
@@ -188,17 +201,88 @@ class WandbCallback(Callback):
             "local_version": ref.version,
             "stage": stage.stage,
             "config": dict(stage.config),
+            # What a teammate's `run --pull` needs to write the lock block without running.
+            "metrics": dict(stage.metrics),
+            "environment": dict(stage.environment),
         }
         artifact = wandb.Artifact(ref.name, type=ref.type, metadata=metadata)
         # Store versions never change, so W&B need not copy them to its staging area.
         artifact.add_dir(str(ref.path), policy="immutable" if ref.version else "mutable")
-        run.log_artifact(artifact)
+        # `latest` goes with a new version only: old content logged again moves nothing,
+        # as in the store, whether or not the server merges aliases on a dedup hit.
+        with _aliases_as_given():
+            run.log_artifact(artifact, aliases=["latest"] if ref.new else [])
         if logical in stage.media:
             images = {
                 f"{logical}/{png.stem}": wandb.Image(str(png))
                 for png in sorted(ref.path.rglob("*.png"))
             }
             run.log(images)
+
+
+@contextlib.contextmanager
+def _aliases_as_given() -> Iterator[None]:
+    """wandb adds `latest` to every alias list it sends, uses included; send ours as given.
+
+    The SDK's `Run._log_artifact` passes aliases through `wandb.util._resolve_aliases`
+    (imported into `wandb.sdk.wandb_run`), which always adds `latest`; a test on the
+    protocol server fails if that changes.
+    """
+    from wandb.sdk import wandb_run
+
+    original = getattr(wandb_run, "_resolve_aliases")  # noqa: B009
+
+    def as_given(aliases: Any) -> list[str]:
+        listed = [aliases] if isinstance(aliases, str) else list(aliases or [])
+        return list(dict.fromkeys(str(a) for a in listed))
+
+    setattr(wandb_run, "_resolve_aliases", as_given)  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(wandb_run, "_resolve_aliases", original)  # noqa: B010
+
+
+def _bounds() -> dict[str, Any]:
+    """Settings that bound every wait on the server (init, requests, retries, finish)."""
+    seconds = remote.timeout_s()
+    return {
+        "init_timeout": seconds,
+        "finish_timeout": 3 * seconds,
+        "x_graphql_timeout_seconds": seconds,
+        "x_graphql_retry_max": 2,
+        "x_file_transfer_timeout_seconds": seconds,
+        "x_file_transfer_retry_max": 2,
+        "x_file_stream_timeout_seconds": seconds,
+        "x_file_stream_retry_max": 2,
+    }
+
+
+_ONLINE: dict[str | None, tuple[str | None, str]] = {}  # per process: the probe's answer
+
+
+def _online(entity: str | None) -> tuple[str | None, str]:
+    """The entity and the mode to use: asks W&B once per process, within the bound.
+
+    When W&B does not answer, refuses the key or errs, runs are recorded offline (one
+    warning), to be uploaded by `pipeline sync`; the stage's results never depend on it.
+    """
+    if entity not in _ONLINE:
+        try:
+            found = remote.default_entity()  # also proves the server answers, key accepted
+            _ONLINE[entity] = (entity or found, "online")
+        except RemoteError as exc:
+            _fall_back(str(exc))
+            _ONLINE[entity] = (entity, "offline")
+    return _ONLINE[entity]
+
+
+def _fall_back(why: str) -> None:
+    log.warning(
+        "W&B online is not available (%s); recording runs offline, "
+        "upload them with `python -m pipeline sync`",
+        why,
+    )
 
 
 def _relative(path: Path, workspace: Path) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import cli_inspect, cli_text, memo
-from pipeline.errors import PipelineError, StageFailed, UsageError, did_you_mean
+from pipeline.errors import PipelineError, RemoteError, StageFailed, UsageError, did_you_mean
 
 EXIT_OK = 0  # failures exit with their error class's code: 1 a stage, 2 bad input
 
@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("-m", "--multirun", action="store_true", help="the members of a sweep")
     sync = sub.add_parser("sync", help="upload offline W&B runs, producers before consumers")
     sync.add_argument("--dry-run", action="store_true", help="print the order, upload nothing")
+    sync.add_argument("args", nargs="*", metavar="wandb.entity=E", help="where runs without one go")
+    pull = sub.add_parser("pull", help="fetch from W&B the versions the lock pins (up to STAGE)")
+    pull.add_argument(
+        "args", nargs="*", metavar="[STAGE] [wandb.entity=E wandb.project=P]", help="default: all"
+    )
     cli_inspect.add_parsers(sub)
     return parser
 
@@ -80,6 +85,11 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--json", action="store_true", help="print a JSON document (see README)")
     run.add_argument(
+        "--pull",
+        action="store_true",
+        help="before running a stage, pull its outputs from W&B if its fingerprint ran there",
+    )
+    run.add_argument(
         "-m",
         "--multirun",
         action="store_true",
@@ -113,7 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if known is not None:
                 print(known, end="")
                 return EXIT_OK
-        commands = {"run": _run, "status": _status, "sync": _sync, **cli_inspect.COMMANDS}
+        commands = {
+            "run": _run,
+            "status": _status,
+            "sync": _sync,
+            "pull": _pull,
+            **cli_inspect.COMMANDS,
+        }
         return commands[args.command](args)
     except StageFailed as exc:
         if (problem := _cannot_write(exc)) is not None:
@@ -270,10 +286,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         _answer(args, project, steps, cli_text.steps(steps, args.json, planned=True))
         return EXIT_OK
+    if args.pull and args.frozen:
+        raise UsageError("`--frozen` reruns every stage to check it: drop --pull")
     if all(s.state == "fresh" for s in steps):  # nothing to run or record: say so at once
         _answer(args, project, steps, cli_text.steps(steps, args.json, planned=False))
         return EXIT_OK
-    done = execute(project, steps, options, cli_text.Progress(quiet=args.json))
+    team = _team_cache(project) if args.pull else None
+    done = execute(project, steps, options, cli_text.Progress(quiet=args.json), team)
     if args.json:
         print(cli_text.steps(done, True, planned=False), end="")
     elif all(s.action != "run" for s in done):
@@ -333,11 +352,47 @@ def _command(args: argparse.Namespace) -> list[str]:
     return [json.dumps(options, default=str)]
 
 
-def _sync(args: argparse.Namespace) -> int:
-    from pipeline import sync
+def _team_cache(project: Any) -> Any:
+    from pipeline import remote
+    from pipeline.pull import TeamCache
+
+    _need_credentials("python -m pipeline run --pull")
+    entity, name = project.wandb.get("entity"), project.wandb.get("project")
+    return TeamCache(
+        lambda: remote.where(entity, name), lambda text: print(text, file=sys.stderr, flush=True)
+    )
+
+
+def _need_credentials(again: str) -> None:
     from pipeline.callback import credentials_configured
+
+    if not credentials_configured():
+        raise UsageError(
+            f"no W&B credentials: run `wandb login` or set WANDB_API_KEY, then rerun `{again}`"
+        )
+
+
+def _wandb_only(args: list[str], command: str) -> tuple[str | None, dict[str, str]]:
+    """``[STAGE] [wandb.KEY=VALUE ...]``: a command that takes W&B options but no overrides."""
+    stage, overrides, tracking = _stage_and_overrides(args)
+    if overrides or "mode" in tracking:
+        bad = overrides[0] if overrides else "wandb.mode"
+        raise UsageError(
+            f"`{command}` takes a stage and `wandb.entity=` / `wandb.project=`, not `{bad}`"
+        )
+    return stage, tracking
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from pipeline import remote, sync
     from pipeline.store import Store
 
+    stage, tracking = _wandb_only(args.args, "sync")
+    if stage is not None or "project" in tracking:
+        raise UsageError(
+            "`sync` uploads every offline run to the project it was recorded in; it takes "
+            "only `wandb.entity=E` (for runs recorded without an entity)"
+        )
     if not (args.workspace / memo.STORE_DIR).is_dir():
         raise UsageError(f"`{args.workspace}` has no `{memo.STORE_DIR}`: nothing ran here yet")
     store = Store(args.workspace)
@@ -345,16 +400,50 @@ def _sync(args: argparse.Namespace) -> int:
     if not todo:
         print("nothing to sync: every W&B run is uploaded")
         return EXIT_OK
-    if not args.dry_run and not credentials_configured():
-        raise UsageError(
-            "no W&B credentials: run `wandb login` or set WANDB_API_KEY, "
-            "then rerun `python -m pipeline sync`"
-        )
+    if not args.dry_run:
+        _need_credentials("python -m pipeline sync")
     for number, run in enumerate(todo, 1):
         print(f"{number}. {run.stage}: W&B run {run.wandb_id} ({run.folder})")
     if args.dry_run:
         print(f"dry run: {len(todo)} offline runs would be uploaded in this order")
         return EXIT_OK
-    sync.sync(store, todo)
+    entity = tracking.get("entity")
+    try:  # W&B answers, and takes the key, before anything is sent
+        remote.default_entity()
+    except RemoteError as exc:
+        raise RemoteError(
+            f"{exc}; nothing was uploaded: rerun `python -m pipeline sync` once W&B answers"
+        ) from exc
+    sync.sync(store, todo, lambda: remote.where(entity).entity)
     print(f"synced {len(todo)} runs")
+    return EXIT_OK
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from pipeline import graph, lock, remote
+    from pipeline.callback import stage_specs
+    from pipeline.pull import Pulled, pull_locked, stage_of
+    from pipeline.store import Store
+
+    stage, tracking = _wandb_only(args.args, "pull")
+    specs = stage_specs()
+    dag = graph.build(graph.Node(s.name, s.uses, tuple(o.name for o in s.logs)) for s in specs)
+    targets = [graph.check_stage(dag, stage)] if stage else graph.sinks(dag)
+    scope = set(graph.order(dag, targets))
+    pinned = lock.read(args.workspace / lock.LOCK_NAME)
+    keys = [key for key in pinned.stages if stage_of(key) in scope]
+    if not keys:
+        print(f"nothing to pull: `{lock.LOCK_NAME}` pins no stage up to `{stage or 'the end'}`")
+        return EXIT_OK
+    _need_credentials("python -m pipeline pull")
+    place = remote.where(tracking.get("entity"), tracking.get("project"))
+
+    def report(item: Pulled) -> None:
+        pin = item.pin
+        what = f"pulled from {place.entity}/{place.project}" if item.fetched else "already here"
+        print(f"{item.key}: {pin.name} {pin.version} ({pin.size:,} bytes) {what}", flush=True)
+
+    done = pull_locked(Store(args.workspace), pinned, keys, place, report)
+    fetched = sum(item.fetched for item in done)
+    print(f"pulled {fetched} of {len(done)} versions the lock pins; the rest were here")
     return EXIT_OK

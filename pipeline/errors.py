@@ -32,12 +32,22 @@ class StoreError(PipelineError, RuntimeError):
     """An artifact store that is missing, corrupt or asked for something absent."""
 
 
+class VersionTaken(StoreError):
+    """A version number asked for (a pull) holds other content in this store."""
+
+
 class NoSpace(PipelineError, OSError):
     """The disk filled up while a stage wrote its outputs; nothing of it was kept."""
 
 
 class StageFailed(PipelineError, RuntimeError):
     """A stage's task raised; its outputs were discarded."""
+
+    exit_code = 1
+
+
+class RemoteError(PipelineError, ConnectionError):
+    """W&B could not be reached, refused us, or lacks what was asked for."""
 
     exit_code = 1
 

@@ -94,10 +94,12 @@ class WaveTask:
         )
         try:
             tracked.metrics = _plain(_call(spec, job, staging) or {})
-            outputs = {
-                o.name: store.commit(staging / o.name, job.artifacts[o.name], o.type)
+            tracked.environment = env
+            committed = {
+                o.name: store.commit_version(staging / o.name, job.artifacts[o.name], o.type)
                 for o in spec.logs
             }
+            outputs = {k: pin for k, (pin, _) in committed.items()}
         except (Exception, KeyboardInterrupt) as exc:
             # First give the space back (a full disk): drop the failed stage's objects,
             # which may hold its output files open, then its folder.
@@ -123,11 +125,13 @@ class WaveTask:
             store.clean_tmp(staging)
         tracked.outputs.update(
             {
-                k: ArtifactRef(p.name, p.type, store.path(p.name, p.version), p.version)
-                for k, p in outputs.items()
+                k: ArtifactRef(p.name, p.type, store.path(p.name, p.version), p.version, new=new)
+                for k, (p, new) in committed.items()
             }
         )
-        store.runs.end(run_id, outputs, tracked.metrics, tracked.tracking)
+        # Which outputs this run made first: `sync` uploads their creators in version order.
+        created = sorted(k for k, (_, new) in committed.items() if new)
+        store.runs.end(run_id, outputs, tracked.metrics, {**tracked.tracking, "created": created})
         store.close()
         return {
             "key": job.key,

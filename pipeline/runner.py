@@ -21,6 +21,7 @@ from pipeline.errors import ConfigError, NotReproduced, UsageError
 from pipeline.launch import MemberJob, WaveTask, launch_wave, quote
 from pipeline.lock import InputPin, Lock, OutputPin, StageLock
 from pipeline.plan import Options, StageState, Step, decide, plan
+from pipeline.pull import TeamCache
 from pipeline.spec import StageSpec
 from pipeline.store import Store
 from pipeline.sweep import Member, expand
@@ -168,12 +169,17 @@ def code_root(spec: StageSpec) -> Path:
 
 
 def execute(
-    project: Project, steps: Sequence[Step], options: Options, report: Report
+    project: Project,
+    steps: Sequence[Step],
+    options: Options,
+    report: Report,
+    team: TeamCache | None = None,
 ) -> list[Step]:
     """Carry out the steps stage by stage; the lock is rewritten after each stage.
 
     A stage's members to run form one wave, launched as one Hydra multirun, so that a
-    parallel launcher (``hydra/launcher=joblib``) runs them side by side.
+    parallel launcher (``hydra/launcher=joblib``) runs them side by side. With a
+    ``team`` cache, a member whose fingerprint already ran on W&B is pulled instead.
     """
     _preflight(project, steps)
     known: dict[tuple[str, str], InputPin | None] = {}
@@ -183,6 +189,8 @@ def execute(
     for _, members in itertools.groupby(steps, key=lambda s: project.states[s.stage].stage):
         with contextlib.ExitStack() as claims:
             ready = _claim(project, members, options, known, report, claims)
+            if team is not None:
+                ready = [_from_team(project, step, options, team) for step in ready]
             wave = [step for step in ready if step.action == "run"]
             for step in wave:
                 if options.frozen:
@@ -200,6 +208,36 @@ def execute(
                 known[(step.stage, artifact)] = InputPin(pin.name, pin.version, pin.digest)
             done.append(step)
     return done
+
+
+def _from_team(project: Project, step: Step, options: Options, team: TeamCache) -> Step:
+    """A member to run, pulled from W&B when its fingerprint ran there (and then recorded)."""
+    state = project.states[step.stage]
+    if step.action != "run" or step.fingerprint is None or state.stage in options.force:
+        return step
+    types = {o.name: o.type for o in project.specs[state.stage].logs}
+    outputs = {k: (name, types[k]) for k, name in state.artifacts.items()}
+    pulled, run = team.reuse(project.store, step, outputs)
+    if run is not None:
+        where = team.where()
+        runs = project.store.runs
+        run_id = runs.start(
+            step.stage,
+            step.fingerprint,
+            step.inputs,
+            state.config,
+            state.code_digest,
+            pulled.environment,
+        )
+        tracking = {
+            "id": run,
+            "mode": "online",
+            "project": where.project if where else None,
+            "entity": where.entity if where else None,
+            "pulled": True,
+        }
+        runs.end(run_id, pulled.outputs, pulled.metrics, tracking)
+    return pulled
 
 
 def _preflight(project: Project, steps: Sequence[Step]) -> None:

@@ -90,6 +90,7 @@ class RunIndex:
             (fingerprint,),
         ).fetchone()
         found: dict[str, Any] = json.loads(row[0] or "{}") if row else {}
+        found.pop("created", None)  # the store's own bookkeeping, for `sync`
         return found if found.get("id") else None
 
     def tracked(self) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline import memo
 from pipeline.digest import files_md5, manifest_digest
-from pipeline.errors import StoreError
+from pipeline.errors import StoreError, VersionTaken
 from pipeline.lock import InputPin, OutputPin
 from pipeline.memo import STORE_DIR
 from pipeline.plan import CachedRun
@@ -187,7 +187,24 @@ class Store:
         return folder
 
     def commit(self, folder: Path, name: str, type_: str) -> OutputPin:
-        """Store a folder's files as a version of ``name``; identical content reuses its version.
+        """Store a folder's files as a version of ``name``; identical content reuses its version."""
+        return self.commit_version(folder, name, type_)[0]
+
+    def commit_version(
+        self,
+        folder: Path,
+        name: str,
+        type_: str,
+        version: str | None = None,
+        digest: str | None = None,
+    ) -> tuple[OutputPin, bool]:
+        """Store a folder as a version of ``name``; the pin, and whether the version is new.
+
+        Identical content reuses its version. ``version`` (a pull of what a lock pins)
+        asks for that number; it must be free, or already hold this content. With
+        ``digest``, content that does not hash to it is refused and nothing is stored
+        (a download that is not what was pinned). ``latest``
+        is the newest version, as on W&B: a re-commit of old content does not move it.
 
         Objects are hard links of the staged files (a link appears whole; a copy goes to a
         temporary name and is renamed); the version folder is built aside and renamed into
@@ -200,25 +217,28 @@ class Store:
         manifest = dict(zip(rels, files_md5(sources), strict=True))
         if not manifest:
             raise StoreError(f"artifact `{name}` is empty: its stage wrote no file into {folder}")
+        found = manifest_digest(manifest)
+        if digest is not None and found != digest:
+            raise StoreError(
+                f"artifact `{name}` {version or ''}: the files have digest {found}, not the "
+                f"expected {digest}; refused, nothing was stored"
+            )
+        digest = found
         made: set[str] = set()
         for source, md5 in zip(sources, manifest.values(), strict=True):
             self._put_object(source, md5, made)
-        digest = manifest_digest(manifest)
         size = sum(os.stat(source).st_size for source in sources)
         with self._transaction() as db:
             row = db.execute(
                 "SELECT version FROM versions WHERE name=? AND digest=?", (name, digest)
             ).fetchone()
             if row is None:
-                (last,) = db.execute(
-                    "SELECT COALESCE(MAX(version), -1) FROM versions WHERE name=?", (name,)
-                ).fetchone()
-                version = last + 1
+                number = self._free_number(db, name, version)
                 db.execute(
                     "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?)",
                     (
                         name,
-                        version,
+                        number,
                         type_,
                         digest,
                         size,
@@ -228,12 +248,42 @@ class Store:
                     ),
                 )
             else:
-                version = row[0]
+                number = row[0]
+                if version is not None and f"v{number}" != version:
+                    raise VersionTaken(
+                        f"artifact `{name}`: this content is `v{number}` in the store, not "
+                        f"`{version}`; the store and the lock disagree (a store with its own "
+                        "history): pull into a fresh clone, or rerun the stage"
+                    )
             # A folder for a version the index did not have is a crash's leftover.
-            self._materialise(name, f"v{version}", manifest, row is None, made)
-            db.execute("INSERT OR REPLACE INTO aliases VALUES (?, 'latest', ?)", (name, version))
+            self._materialise(name, f"v{number}", manifest, row is None, made)
+            db.execute(
+                "INSERT OR REPLACE INTO aliases SELECT ?, 'latest', MAX(version) FROM versions "
+                "WHERE name=?",
+                (name, name),
+            )
             self.stat_cache.flush()
-        return OutputPin(name, type_, f"v{version}", digest, size, len(manifest))
+        return OutputPin(name, type_, f"v{number}", digest, size, len(manifest)), row is None
+
+    @staticmethod
+    def _free_number(db: sqlite3.Connection, name: str, version: str | None) -> int:
+        """The next version number of ``name``, or the one asked for if it is free."""
+        if version is None:
+            (last,) = db.execute(
+                "SELECT COALESCE(MAX(version), -1) FROM versions WHERE name=?", (name,)
+            ).fetchone()
+            return int(last) + 1
+        number = int(version.removeprefix("v"))
+        taken = db.execute(
+            "SELECT digest FROM versions WHERE name=? AND version=?", (name, number)
+        ).fetchone()
+        if taken is not None:
+            raise VersionTaken(
+                f"artifact `{name}` {version} in this store holds other content (digest "
+                f"{taken[0]}); the store and the lock disagree: pull into a fresh clone, or "
+                "rerun the stage that makes it"
+            )
+        return number
 
     def _put_object(self, src: str, md5: str, made: set[str]) -> None:
         target = os.path.join(self.root, "objects", _object_name(md5))

@@ -1,57 +1,14 @@
-"""A small reader of W&B's offline `.wandb` files, for tests that check lineage.
-
-The format (wandb 0.31): a 7-byte header (``:W&B``, uint16 LE magic 0xBEE1, uint8
-version 0), then leveldb-log chunks in 32 KiB blocks: uint32 LE CRC, uint16 LE length,
-uint8 type (1 full, 2 first, 3 middle, 4 last), data; fewer than 7 bytes left in a
-block is padding.  Each reassembled payload is one ``wandb_internal_pb2.Record``.
-"""
+"""A reader of W&B's offline `.wandb` files, for tests that check lineage (format:
+`pipeline.wandb_file`)."""
 
 from __future__ import annotations
 
 import json
-import struct
-import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BLOCK = 32 * 1024
-HEADER = 7
-CHUNK_HEADER = 7
-FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
-
-
-def payloads(data: bytes) -> Iterator[bytes]:
-    """The records' bytes, checked against their CRCs."""
-    magic, kind, version = data[:4], *struct.unpack("<HB", data[4:7])
-    if magic != b":W&B" or kind != 0xBEE1 or version != 0:
-        raise ValueError(f"not a .wandb file: header {data[:7]!r}")
-    pos, pending = HEADER, b""
-    while pos < len(data):
-        left = BLOCK - pos % BLOCK
-        if left < CHUNK_HEADER:
-            pos += left
-            continue
-        crc, length, ctype = struct.unpack("<IHB", data[pos : pos + CHUNK_HEADER])
-        chunk = data[pos + CHUNK_HEADER : pos + CHUNK_HEADER + length]
-        if length == 0 and ctype == 0:  # zero padding at the end of a block
-            pos += left
-            continue
-        if zlib.crc32(chunk, zlib.crc32(bytes([ctype]))) & 0xFFFFFFFF != crc:
-            raise ValueError(f"CRC mismatch at byte {pos}")
-        pos += CHUNK_HEADER + length
-        if ctype == FULL:
-            yield chunk
-        elif ctype == FIRST:
-            pending = chunk
-        elif ctype == MIDDLE:
-            pending += chunk
-        elif ctype == LAST:
-            yield pending + chunk
-            pending = b""
-        else:
-            raise ValueError(f"unknown chunk type {ctype} at byte {pos}")
+from pipeline.wandb_file import payloads
 
 
 @dataclass

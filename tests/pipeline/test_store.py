@@ -37,9 +37,30 @@ def test_commit_numbers_versions_and_dedups_identical_content(store: Store) -> N
     assert (a.version, b.version, again.version) == ("v0", "v1", "v0")
     assert again.digest == a.digest
     assert store.versions("model") == ["v0", "v1"]
-    assert store.resolve("model", "latest") == InputPin("model", "v0", a.digest)
+    # `latest` is the newest version, as on W&B: committing old content again moves nothing.
+    assert store.resolve("model", "latest") == InputPin("model", "v1", b.digest)
     assert store.resolve("model", "v1") == InputPin("model", "v1", b.digest)
     assert store.resolve("model", "v9") is None
+
+
+def test_commit_version_says_whether_the_version_is_new(store: Store) -> None:
+    first, new = store.commit_version(_stage_output(store, {"w.pt": b"one"}), "model", "model")
+    again, new_again = store.commit_version(_stage_output(store, {"w.pt": b"one"}), "model", "m")
+    assert (first.version, new, again.version, new_again) == ("v0", True, "v0", False)
+
+
+def test_a_pulled_version_keeps_the_number_the_lock_pins(store: Store) -> None:
+    pin, new = store.commit_version(_stage_output(store, {"w": b"3"}), "model", "model", "v3")
+    assert (pin.version, new) == ("v3", True)
+    assert store.versions("model") == ["v3"]
+    assert store.resolve("model", "latest") == InputPin("model", "v3", pin.digest)
+    # Next local content goes after it; a number taken by other content is refused.
+    assert store.commit(_stage_output(store, {"w": b"4"}), "model", "model").version == "v4"
+    with pytest.raises(StoreError, match=r"`model` v4 in this store holds other content"):
+        store.commit_version(_stage_output(store, {"w": b"5"}), "model", "model", "v4")
+    with pytest.raises(StoreError, match=r"this content is `v3` in the store, not `v1`"):
+        store.commit_version(_stage_output(store, {"w": b"3"}), "model", "model", "v1")
+    assert store.versions("model") == ["v3", "v4"]
 
 
 def test_digest_size_and_file_count_describe_the_content(store: Store) -> None:
