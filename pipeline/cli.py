@@ -258,9 +258,10 @@ def _run(args: argparse.Namespace) -> int:
             f"workspace `{args.workspace}` is not writable; make it writable or run in "
             "another folder (`--workspace DIR`)"
         )
-    if args.frozen and (overrides_argv or args.reset or args.use or args.only):
+    if args.frozen and (overrides_argv or args.reset or args.use or args.only or args.pull):
         raise UsageError(
-            "`--frozen` reproduces the lock as it is: drop the overrides, --reset, --use and --only"
+            "`--frozen` reproduces the lock as it is, running every stage: drop the overrides, "
+            "--reset, --use, --only and --pull"
         )
     project, overrides = open_project(
         args.workspace, overrides_argv, args.reset, multirun=args.multirun
@@ -286,8 +287,6 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         _answer(args, project, steps, cli_text.steps(steps, args.json, planned=True))
         return EXIT_OK
-    if args.pull and args.frozen:
-        raise UsageError("`--frozen` reruns every stage to check it: drop --pull")
     if all(s.state == "fresh" for s in steps):  # nothing to run or record: say so at once
         _answer(args, project, steps, cli_text.steps(steps, args.json, planned=False))
         return EXIT_OK

@@ -18,21 +18,24 @@ def stage_of(key: str) -> str:
     return key.split("[", 1)[0]
 
 
-def fetch(store: Store, found: RemoteVersion, type_: str, strict: bool) -> OutputPin:
-    """Download a W&B version, check its digest, and commit it under W&B's version number.
+def fetch(
+    store: Store, found: RemoteVersion, type_: str, digest: str, version: str | None = None
+) -> OutputPin:
+    """Download a W&B version, check that its files hash to ``digest``, and commit it.
 
-    When that number holds other content here, ``strict`` refuses; otherwise the
-    version takes the store's next number.
+    It becomes ``version`` (what a lock pins), which must be free here; without one, W&B's
+    own number where that is free, else the store's next one.
     """
     staging = store.staging()
     try:
         remote.download(found, staging)
         try:
-            pin, _ = store.commit_version(staging, found.name, type_, found.version, found.digest)
+            wanted = version or found.version
+            pin, _ = store.commit_version(staging, found.name, type_, wanted, digest)
         except VersionTaken:
-            if strict:
+            if version is not None:
                 raise
-            pin, _ = store.commit_version(staging, found.name, type_, None, found.digest)
+            pin, _ = store.commit_version(staging, found.name, type_, None, digest)
         return pin
     finally:
         store.clean_tmp(staging)
@@ -74,21 +77,22 @@ def pull_locked(
 def _pull_one(store: Store, key: str, pin: OutputPin, place: Where) -> OutputPin:
     again = f"`python -m pipeline run {stage_of(key)}`"
     found = remote.lookup(place, pin.name, pin.version, pin.type)
+    if found is None or found.digest != pin.digest:
+        # W&B may number a version otherwise (made in parallel, or after a disabled run):
+        # the digest is the identity.
+        found = remote.find_digest(place, pin.name, pin.type, pin.digest)
     if found is None:
         raise RemoteError(
-            f"W&B has no `{pin.name}:{pin.version}` in `{place.entity}/{place.project}` "
-            f"(pinned by `{key}`); sync it from the workspace that made it, or recompute it "
-            f"with {again}"
-        )
-    if found.digest != pin.digest:
-        raise RemoteError(
-            f"W&B's `{place.path(pin.name, pin.version)}` has digest {found.digest}, the lock "
-            f"pins {pin.digest}; refused, nothing committed (recompute it with {again})"
+            f"W&B has no `{pin.name}:{pin.version}` (digest {pin.digest}) in "
+            f"`{place.entity}/{place.project}`, pinned by `{key}`; sync it from the workspace "
+            f"that made it, or recompute it with {again}"
         )
     try:
-        return fetch(store, found, pin.type, strict=True)
+        return fetch(store, found, pin.type, pin.digest, pin.version)
     except StoreError as exc:
-        raise RemoteError(f"pulling `{pin.name}:{pin.version}`: {exc}") from exc
+        raise RemoteError(
+            f"pulling `{pin.name}:{pin.version}` from W&B: {exc} (recompute it with {again})"
+        ) from exc
 
 
 class TeamCache:
@@ -135,7 +139,7 @@ class TeamCache:
                 if hit is None:
                     return step, None
                 hits[logical] = (hit, type_)
-            pins = {k: fetch(store, hit, t, strict=False) for k, (hit, t) in hits.items()}
+            pins = {k: fetch(store, hit, t, hit.digest) for k, (hit, t) in hits.items()}
         except RemoteError as exc:
             self._give_up(exc)
             return step, None

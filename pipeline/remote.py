@@ -88,6 +88,7 @@ class Where:
 
 def _api() -> Any:
     os.environ.update({k: v for k, v in client_env().items() if k not in os.environ})
+    os.environ.setdefault("WANDB_SILENT", "true")  # our lines say what was pulled
     import wandb
 
     return wandb.Api(timeout=int(timeout_s()))
@@ -156,18 +157,25 @@ def lookup(place: Where, name: str, ref: str, type_: str) -> RemoteVersion | Non
 
 def find_fingerprint(place: Where, name: str, type_: str, fingerprint: str) -> RemoteVersion | None:
     """The newest version of ``name`` on W&B whose metadata carries this fingerprint."""
+    return _find(place, name, type_, lambda a: (a.metadata or {}).get("fingerprint") == fingerprint)
+
+
+def find_digest(place: Where, name: str, type_: str, digest: str) -> RemoteVersion | None:
+    """The version of ``name`` on W&B with this digest (W&B dedups: there is one at most)."""
+    return _find(place, name, type_, lambda a: str(a.digest) == digest)
+
+
+def _find(
+    place: Where, name: str, type_: str, wanted: Callable[[Any], bool]
+) -> RemoteVersion | None:
+    """The newest version of ``name`` on W&B that is ``wanted``, with the run that logged it."""
 
     def ask() -> RemoteVersion | None:
-        try:
-            found = [
-                a
-                for a in _api().artifacts(type_, f"{place.entity}/{place.project}/{name}")
-                if (a.metadata or {}).get("fingerprint") == fingerprint
-            ]
-        except Exception as exc:
-            if _missing(exc):
-                return None
-            raise
+        api, path = _api(), f"{place.entity}/{place.project}/{name}"
+        # Listing a collection that does not exist fails to parse, rather than saying so.
+        if not api.artifact_collection_exists(path, type_):
+            return None
+        found = [a for a in api.artifacts(type_, path) if wanted(a)]
         if not found:
             return None
         newest = max(found, key=lambda a: int(str(a.version).removeprefix("v")))
@@ -181,7 +189,7 @@ def find_fingerprint(place: Where, name: str, type_: str, fingerprint: str) -> R
             newest,
         )
 
-    return bounded(ask, f"look for {name} with fingerprint {fingerprint[:8]}")
+    return bounded(ask, f"look for a version of {name}")
 
 
 def download(version: RemoteVersion, folder: Path) -> None:

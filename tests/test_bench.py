@@ -38,3 +38,19 @@ def test_smoke_run_of_every_benchmark(tmp_path: Path) -> None:
     assert all(r["ours"] or r["extra"].get("seconds") for r in doc["results"])
     assert doc["smoke"] is True
     assert not list((tmp_path / "scratch" / "runs").iterdir())  # every workspace removed
+
+
+def test_smoke_run_of_the_pull_benchmark(tmp_path: Path) -> None:
+    # 1 MiB, one round, two epochs: it runs against the test server, timing nothing.
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.pull", "1", "1", "train.epochs=2"],
+        cwd=REPO,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "pull of a 1 MiB artifact: ours" in done.stdout
+    assert "`pipeline pull` of the default lock" in done.stdout

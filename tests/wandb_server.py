@@ -77,6 +77,7 @@ SUPPORTED_OPS = frozenset(
         "FetchArtifactManifest",
         "GetArtifactMembershipFileUrls",
         "ProjectArtifacts",
+        "ProjectArtifactCollection",
         "Run",
         "RunState",
     }

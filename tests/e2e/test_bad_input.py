@@ -121,6 +121,31 @@ CASES = [
         "error: stage `train`: `resnet999` is not a torchvision classifier; did you mean",
     ),
     (
+        "pull given a config override",
+        None,
+        ("pull", "train.lr=0.1"),
+        "error: `pull` takes a stage and `wandb.entity=` / `wandb.project=`, not `train.lr=0.1`",
+    ),
+    (
+        "pull without W&B credentials",
+        None,
+        ("pull",),
+        "error: no W&B credentials: run `wandb login` or set WANDB_API_KEY, then rerun "
+        "`python -m pipeline pull`",
+    ),
+    (
+        "sync given a project",
+        None,
+        ("sync", "wandb.project=other"),
+        "error: `sync` uploads every offline run to the project it was recorded in",
+    ),
+    (
+        "run --pull with --frozen",
+        None,
+        ("run", "--pull", "--frozen"),
+        "error: `--frozen` reproduces the lock as it is",
+    ),
+    (
         "an empty dataset",
         None,
         ("run", "prepare_data.dataset=mnist1d", "prepare_data.dataset.num_samples=0"),
