@@ -421,8 +421,9 @@ def _sync(args: argparse.Namespace) -> int:
 def _pull(args: argparse.Namespace) -> int:
     from pipeline import graph, lock, remote
     from pipeline.callback import stage_specs
-    from pipeline.pull import Pulled, pull_locked, stage_of
+    from pipeline.pull import Pulled, pull_locked
     from pipeline.store import Store
+    from pipeline.sweep import stage_of
 
     stage, tracking = _wandb_only(args.args, "pull")
     specs = stage_specs()

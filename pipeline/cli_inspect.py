@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline import lock
 from pipeline.errors import LockError, UsageError
+from pipeline.sweep import stage_of
 
 if TYPE_CHECKING:  # networkx costs 0.2 s to import: only commands that need it load it
     import networkx as nx
@@ -180,19 +181,23 @@ def _verify(workspace: Path) -> int:
     if not pinned.stages:
         raise LockError(f"`{workspace / lock.LOCK_NAME}` pins nothing to verify")
     store = Store(workspace)
-    problems = 0
+    damaged: list[str] = []
     for stage, entry in sorted(pinned.stages.items()):
         for pin in entry.outputs.values():
             problem = store.verify(pin)
-            problems += problem is not None
+            damaged += [stage] if problem is not None else []
             state = "ok" if problem is None else "BAD"
             print(
                 f"{state:4} {stage}: {pin.name}:{pin.version}" + (f": {problem}" if problem else "")
             )
     total = sum(len(e.outputs) for e in pinned.stages.values())
+    problems = len(damaged)
+    fixes = "; ".join(
+        f"`python -m pipeline run --force {stage_of(s)}`" for s in sorted(set(damaged))
+    )
     print(
-        f"{problems} of {total} pinned artifact versions have problems; rebuild each with "
-        "`python -m pipeline run --force STAGE`"
+        f"{problems} of {total} pinned artifact versions have problems; rebuild them "
+        f"(the store rewrites them from the rebuilt bits) with {fixes}"
         if problems
         else f"all {total} pinned artifact versions are intact"
     )

@@ -30,6 +30,12 @@ def split_overrides(args: Iterable[str], stages: Sequence[str]) -> dict[str, lis
                 f"override `{arg}` should look like `STAGE.KEY=VALUE`, e.g. `train.lr=0.01`"
             )
         prefix, stage, key, value = match.groups()
+        if "${" in (value or ""):
+            raise UsageError(
+                f"override `{arg}` holds an interpolation; the lock records an override as "
+                "written, so its value must not depend on the environment or on other keys: "
+                "give the value itself (let the shell expand it: `train.epochs=$EP`)"
+            )
         stage = stage.replace("-", "_")
         if stage not in stages:
             raise UsageError(

@@ -119,7 +119,10 @@ def dumps(lock: Lock) -> str:
 
 def write(path: Path, lock: Lock, cache: Path | None = None) -> bool:
     """Write atomically, only if the text changed; return whether it was written."""
-    text = dumps(lock)
+    return _write(path, dumps(lock), lock, cache)
+
+
+def _write(path: Path, text: str, lock: Lock, cache: Path | None) -> bool:
     if path.exists() and path.read_text(encoding="utf-8") == text:
         return False
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -142,22 +145,67 @@ def read(path: Path, cache: Path | None = None) -> Lock:
 
     With ``cache``, the parsed lock is also kept there as JSON under the MD5 of its text,
     so that an unchanged lock (a sweep's holds thousands of blocks) loads without parsing
-    its YAML again.
+    its YAML again. The cached document passes the same checks as the YAML; one that does
+    not, or cannot be read, is ignored and the YAML is parsed.
     """
     if not path.exists():
         return Lock()
     text = path.read_text(encoding="utf-8")
     if cache is None:
         return loads(text, source=str(path.name))
+    found = _cached(cache, text)
+    if found is None:
+        found = loads(text, source=str(path.name))
+        _save(cache, text, found)
+    return found
+
+
+def _cached(cache: Path, text: str) -> Lock | None:
+    """The lock kept for ``text``, if the cache holds one that passes the lock's checks."""
     try:
         saved = json.loads(cache.read_text(encoding="utf-8"))
-        if saved["md5"] == _md5(text):
-            return _from_dict(saved["lock"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # no cache, or not for this text: parse
-    found = loads(text, source=str(path.name))
-    _save(cache, text, found)
-    return found
+        if saved["md5"] != _md5(text):
+            return None
+        data = saved["lock"]
+        _check(data, _DOCUMENT, ())
+        return _from_dict(data) if data["schema"] == SCHEMA else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, _Mismatch):
+        return None  # no cache, not for this text, or not a lock: parse the YAML
+
+
+def update(path: Path, stage: str, entry: StageLock, cache: Path | None = None) -> Lock:
+    """Replace one stage's block in the lock file; returns the lock as written.
+
+    The other blocks must come out byte for byte as they were: if a cached parse would
+    change one of them, the cache lied, and the YAML itself is parsed and used instead.
+    """
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    new = read(path, cache).with_stage(stage, entry)
+    new_text = dumps(new)
+    if not _others_kept(text, new_text, stage, entry):
+        new = read(path).with_stage(stage, entry)
+        new_text = dumps(new)
+    _write(path, new_text, new, cache)
+    return new
+
+
+def _blocks(text: str) -> list[str]:
+    """The lock text cut into its stage blocks (each starts at a two-space indented key)."""
+    blocks: list[str] = []
+    for line in text.splitlines(keepends=True):
+        if (line.startswith("  ") and not line.startswith("   ")) or not blocks:
+            blocks.append(line)
+        else:
+            blocks[-1] += line
+    return blocks[1:]  # the first is `schema` and `stages:`
+
+
+def _others_kept(old: str, new: str, stage: str, entry: StageLock) -> bool:
+    """Whether every block but ``stage``'s reads in ``new`` exactly as in ``old``."""
+    head = _blocks(dumps(Lock({stage: entry})))[0].split("\n", 1)[0] + "\n"
+    return [b for b in _blocks(old) if not b.startswith(head)] == [
+        b for b in _blocks(new) if not b.startswith(head)
+    ]
 
 
 def _md5(text: str) -> str:
@@ -203,6 +251,7 @@ _STAGE = {
     "metrics": dict,
     "environment": (str,),
 }
+_DOCUMENT = {"schema": int, "stages": (_STAGE,)}
 
 
 def loads(text: str, source: str = LOCK_NAME) -> Lock:
@@ -219,7 +268,7 @@ def loads(text: str, source: str = LOCK_NAME) -> Lock:
     if data is None:
         return Lock()
     try:
-        _check(data, {"schema": int, "stages": ({**_STAGE},)}, ())
+        _check(data, _DOCUMENT, ())
     except _Mismatch as bad:  # only now parse again for line numbers: loading stays fast
         root = yaml.compose(text, Loader=_Loader)
         at = _line(root, bad.path) if root else 1

@@ -7,6 +7,11 @@ store touches whenever its index changes.
 While none of them changed, the same command prints the same answer without composing
 configs or importing networkx and Hydra (as make and ninja answer "nothing to do" from
 stats). A file modified while the command ran is never trusted: nothing is recorded then.
+
+Paths inside the workspace are kept relative to it, so a copied workspace checks its own
+files (whose inodes differ: the copy answers afresh once) and never the original's. Source
+files outside the store (the lock, the code) also keep their MD5: one whose stat changed but
+whose bytes did not (`touch`, a `git checkout` back and forth) still vouches for the answer.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ _DIR = "memo"
 _LIBRARIES = ("hydra-core", "hydra-zen", "omegaconf", "networkx", "PyYAML")
 # File times come from a coarse clock that lags by up to a few milliseconds.
 _CLOCK_SLACK_NS = 50_000_000
+
+
+# Files whose bytes, not only their stat, are kept: source files, not the store's data.
+_HASHED_UP_TO = 4 << 20
 
 
 def _stat(path: str) -> list[int] | None:
@@ -56,30 +65,54 @@ def _version(name: str) -> str:
 
 
 def recall(store: Path, command: Sequence[str]) -> str | None:
-    """What ``command`` printed last time, if nothing it depends on changed since."""
+    """What ``command`` printed last time, if nothing it depends on changed since.
+
+    Any memo that cannot be read as one (damaged, planted, of another version) is ignored.
+    """
     try:
         memo: dict[str, Any] = json.loads(_path(store, command).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        workspace = store.parent
+        for path, stat, md5 in memo["watched"]:
+            here = str(workspace / path)  # an absolute path stays itself
+            if _stat(here) != stat and (md5 is None or _md5(here) != md5):
+                return None
+        return str(memo["output"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    for path, stat in memo["watched"]:
-        if _stat(path) != stat:
-            return None
-    return str(memo["output"])
+
+
+def _md5(path: str) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "md5").hexdigest()
+    except OSError:
+        return None
 
 
 def remember(
     store: Path, command: Sequence[str], output: str, watched: Iterable[Path], since_ns: int
 ) -> bool:
     """Record ``output`` for ``command``; nothing if a watched file changed after ``since_ns``."""
-    stats = [(str(path), _stat(str(path))) for path in sorted(set(watched))]
-    if any(s is not None and s[1] >= since_ns - _CLOCK_SLACK_NS for _, s in stats):
-        return False
+    workspace = store.parent.resolve()
+    rows = []
+    for path in sorted({Path(p).absolute() for p in watched}):
+        stat = _stat(str(path))
+        if stat is not None and stat[1] >= since_ns - _CLOCK_SLACK_NS:
+            return False
+        inside = path.is_relative_to(workspace)
+        source = stat is not None and _plain_file(stat) and stat[0] <= _HASHED_UP_TO
+        md5 = _md5(str(path)) if source and not path.is_relative_to(store.resolve()) else None
+        rows.append((str(path.relative_to(workspace)) if inside else str(path), stat, md5))
     target = _path(store, command)
     target.parent.mkdir(exist_ok=True)
     tmp = target.with_name(f".{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps({"watched": stats, "output": output}), encoding="utf-8")
+    tmp.write_text(json.dumps({"watched": rows, "output": output}), encoding="utf-8")
     os.replace(tmp, target)
     return True
+
+
+def _plain_file(stat: list[int]) -> bool:
+    return (stat[3] & 0o170000) == 0o100000
 
 
 def stamp(store: Path) -> Path:

@@ -11,11 +11,7 @@ from pipeline.lock import Lock, OutputPin
 from pipeline.plan import Step
 from pipeline.remote import RemoteVersion, Where
 from pipeline.store import Store
-
-
-def stage_of(key: str) -> str:
-    """The stage of a lock block: ``train[train.lr=0.01]`` -> ``train``."""
-    return key.split("[", 1)[0]
+from pipeline.sweep import stage_of
 
 
 def fetch(

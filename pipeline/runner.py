@@ -382,6 +382,6 @@ def _record(project: Project, step: Step) -> None:
     )
     # Read again under a file lock: another process may have recorded other stages.
     with FileLock(project.store.root / "locks" / "lockfile.lock"):
-        cache = lock_cache(project.workspace)
-        project.lock = lock.read(project.lock_path, cache).with_stage(step.stage, entry)
-        lock.write(project.lock_path, project.lock, cache)
+        project.lock = lock.update(
+            project.lock_path, step.stage, entry, lock_cache(project.workspace)
+        )

@@ -72,6 +72,14 @@ class StatCache:
         key = str(path)[len(str(self._root)) + 1 :]
         self._pending.append((key, st.st_size, st.st_mtime_ns, st.st_ino, md5))
 
+    def forget(self, paths: Iterable[Path]) -> None:
+        """Drop the rows of these files: the next check hashes them again (they are damaged)."""
+        self.flush()
+        keys = [(str(path)[len(str(self._root)) + 1 :],) for path in paths]
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.executemany("DELETE FROM stat_cache WHERE path=?", keys)
+        self._db.execute("COMMIT")
+
     def flush(self) -> None:
         """Write the rows gathered so far, in one transaction (or the one under way)."""
         if not self._pending:

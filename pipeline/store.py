@@ -407,8 +407,26 @@ class Store:
         )
 
     def verify(self, pin: OutputPin) -> str | None:
-        """What is wrong with a version, rehashing every file (no cache): ``None`` if nothing."""
-        return self.damage(pin, rehash=True)
+        """What is wrong with a version, rehashing every file (no cache): ``None`` if nothing.
+
+        A damaged version's files and objects leave the stat cache, so that every later
+        check sees the damage (a same-size edit with its mtime put back fools a stat) and
+        the next commit of the same content rewrites them from the rebuilt bits.
+        """
+        problem = self.damage(pin, rehash=True)
+        row = self._version_row(pin.name, pin.version)
+        if problem is not None and row is not None:
+            manifest: dict[str, str] = json.loads(row[5])
+            folder = self.path(pin.name, pin.version)
+            objects = self.root / "objects"
+            self.stat_cache.forget(
+                [
+                    *(folder / rel for rel in manifest),
+                    *(objects / _object_name(md5) for md5 in manifest.values()),
+                ]
+            )
+            memo.touch(self.root)
+        return problem
 
     def all_versions(self) -> list[dict[str, Any]]:
         """Every artifact version: name, version, type, digest, size, files, path."""

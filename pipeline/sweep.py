@@ -164,6 +164,11 @@ def _slot(artifact: str, member: Member) -> str:
     return artifact if not member.assign else f"{artifact}@{member.label}"
 
 
+def stage_of(key: str) -> str:
+    """The stage of a member key or lock block: ``train[train.lr=0.01]`` -> ``train``."""
+    return key.split("[", 1)[0]
+
+
 def slot_label(slot: str) -> str:
     """The member label a fan-in slot carries (``evaluation@x=1`` -> ``x=1``)."""
     return slot.split("@", 1)[1] if "@" in slot else DEFAULT_LABEL

@@ -57,10 +57,16 @@ def test_lock_verify_rehashes_what_the_stat_cache_cannot_see(cli: Cli, workspace
     assert "BAD  train: model:v0: corrupt state_dict.pt (content differs from its digest)\n" in (
         result.stdout
     )
+    fix = "python -m pipeline run --force train"
     assert result.stdout.endswith(
-        "1 of 4 pinned artifact versions have problems; rebuild each with "
-        "`python -m pipeline run --force STAGE`\n"
+        "1 of 4 pinned artifact versions have problems; rebuild them (the store rewrites "
+        f"them from the rebuilt bits) with `{fix}`\n"
     )
+    # From now on every check sees the damage, and the fix it names repairs it.
+    assert status(cli)["train"]["state"] == "stale"
+    cli(*fix.split()[3:], *FAST)
+    assert cli("lock", "verify").returncode == 0
+    assert all(s["state"] == "fresh" for s in status(cli).values())
 
 
 def test_a_symlink_out_of_the_store_is_never_followed(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,29 @@ def test_an_unchanged_lock_loads_from_its_cache_and_a_changed_one_does_not(
     assert parsed == [lock.LOCK_NAME]  # the text changed: parsed, then cached again
     assert lock.read(path, cache).stages["train"].outputs["model"].size == 13
     assert parsed == [lock.LOCK_NAME]
+
+
+def test_update_keeps_every_other_block_as_the_yaml_has_it(tmp_path: Path) -> None:
+    path, cache = tmp_path / lock.LOCK_NAME, tmp_path / "lock.json"
+    a, b = lock.StageLock("fa", "d", {}, {"lr": 1}), lock.StageLock("fb", "d", {}, {"x": 2})
+    lock.write(path, lock.Lock({"a": a, "b": b}), cache)
+    saved = json.loads(cache.read_text())
+    saved["lock"]["stages"]["b"]["config"]["x"] = 99  # planted: passes every shape check
+    cache.write_text(json.dumps(saved))
+    new_a = lock.StageLock("fa2", "d", {}, {"lr": 3})
+    written = lock.update(path, "a", new_a, cache)
+    assert written == lock.Lock({"a": new_a, "b": b}) == lock.read(path)
+
+
+def test_a_cached_parse_that_fails_the_checks_is_ignored(tmp_path: Path) -> None:
+    path, cache = tmp_path / lock.LOCK_NAME, tmp_path / "lock.json"
+    pin = lock.OutputPin("model", "model", "v0", "d", 1, 1)
+    good = lock.Lock({"a": lock.StageLock("fa", "d", {}, {}, outputs={"model": pin})})
+    lock.write(path, good, cache)
+    saved = json.loads(cache.read_text())
+    for bad in ("../../etc", 5, None):
+        saved["lock"]["stages"]["a"]["outputs"]["model"]["name"] = bad
+        cache.write_text(json.dumps(saved))
+        assert lock.read(path, cache) == good
+    cache.write_text('{"md5": 1, "lock": []}')
+    assert lock.read(path, cache) == good

@@ -60,3 +60,55 @@ def test_the_stages_package_is_part_of_the_question(tmp_path: Path, monkeypatch)
     memo.remember(tmp_path, ["status"], "fresh\n", [], time.time_ns())
     monkeypatch.setenv("PIPELINE_STAGES", "other_project")
     assert memo.recall(tmp_path, ["status"]) is None
+
+
+def test_a_touched_source_file_still_vouches_while_its_bytes_are_the_same(tmp_path: Path) -> None:
+    store = tmp_path / ".pipeline"
+    store.mkdir()
+    code = _old(tmp_path / "train.py", "lr = 0.1\n")
+    memo.remember(store, ["status"], "fresh\n", [code], time.time_ns())
+    code.touch()  # new mtime, same bytes: the answer cannot differ
+    assert memo.recall(store, ["status"]) == "fresh\n"
+    code.write_text("lr = 0.2\n")
+    assert memo.recall(store, ["status"]) is None
+
+
+def test_the_stamp_is_checked_by_its_stat_alone(tmp_path: Path) -> None:
+    store = tmp_path / ".pipeline"
+    store.mkdir()
+    memo.touch(store)
+    stamp = memo.stamp(store)
+    past = time.time_ns() - 60_000_000_000
+    os.utime(stamp, ns=(past, past))
+    memo.remember(store, ["status"], "fresh\n", [stamp], time.time_ns())
+    memo.touch(store)  # the same (empty) bytes, but the index changed
+    assert memo.recall(store, ["status"]) is None
+
+
+def test_a_copied_workspace_checks_its_own_files(tmp_path: Path) -> None:
+    import shutil
+
+    original = tmp_path / "ws"
+    (original / ".pipeline").mkdir(parents=True)
+    data = original / ".pipeline" / "artifacts" / "model" / "v0"
+    data.mkdir(parents=True)
+    _old(data / "weights.pt", "w")
+    memo.remember(
+        original / ".pipeline", ["status"], "fresh\n", [data / "weights.pt"], time.time_ns()
+    )
+    copy = tmp_path / "ws2"
+    shutil.copytree(original, copy, copy_function=shutil.copy2)  # as `cp -a`: new inodes
+    assert memo.recall(copy / ".pipeline", ["status"]) is None  # its own files: new inodes
+    (copy / ".pipeline" / "artifacts" / "model" / "v0" / "weights.pt").unlink()
+    assert memo.recall(original / ".pipeline", ["status"]) == "fresh\n"
+    assert memo.recall(copy / ".pipeline", ["status"]) is None
+
+
+def test_a_damaged_or_planted_memo_is_ignored(tmp_path: Path) -> None:
+    store = tmp_path / ".pipeline"
+    store.mkdir()
+    memo.remember(store, ["status"], "fresh\n", [], time.time_ns())
+    (target,) = (store / "memo").glob("*.json")
+    for planted in ('{"watched": 3, "output": "x"}', '{"watched": [[1]]}', "[]", "{"):
+        target.write_text(planted)
+        assert memo.recall(store, ["status"]) is None
