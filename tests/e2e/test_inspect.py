@@ -131,7 +131,7 @@ def test_verify_reports_a_flipped_byte(cli: Cli, workspace: Path) -> None:
     assert "BAD  train: model:v0: corrupt state_dict.pt (content differs from its digest)" in (
         result.stdout
     )
-    assert "1 of 4 pinned artifact versions have problems; rebuild each with" in result.stdout
+    assert "1 of 4 pinned artifact versions have problems; rebuild them" in result.stdout
 
 
 def test_two_fresh_workspaces_write_identical_locks(tmp_path: Path, ran_once: Path) -> None:
