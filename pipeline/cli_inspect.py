@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline import lock
 from pipeline.errors import LockError, UsageError
-from pipeline.sweep import stage_of
 
 if TYPE_CHECKING:  # networkx costs 0.2 s to import: only commands that need it load it
     import networkx as nx
@@ -176,6 +175,7 @@ def _lock(args: argparse.Namespace) -> int:
 
 def _verify(workspace: Path) -> int:
     from pipeline.store import Store
+    from pipeline.sweep import stage_of  # networkx: only for the commands that need it
 
     pinned = lock.read(workspace / lock.LOCK_NAME)
     if not pinned.stages:
