@@ -15,17 +15,18 @@ from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 
-from bench import cases, harness
+from bench import cases, changes, harness
 from bench.harness import Result, Settings
 from bench.sweep import sweep
 
-BENCHMARKS: dict[str, Callable[[Settings], Result]] = {
+BENCHMARKS: dict[str, Callable[[Settings], Result | list[Result]]] = {
     "noop_run": cases.noop_run,
     "noop_status": cases.noop_status,
     "first_commit_blob": partial(cases.first_commit, stage="big_file"),
     "first_commit_shards": partial(cases.first_commit, stage="many_files"),
     "full_pipeline": cases.full_pipeline,
     "sweep_2000": sweep,
+    "after_changes": changes.after_changes,
 }
 
 
@@ -109,8 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     for name in args.only or list(BENCHMARKS):
         settings.log(f"running {name} ...")
-        results.append(BENCHMARKS[name](settings))
-        settings.log("\n".join(table(results[-1:]).splitlines()[2:]))
+        found = BENCHMARKS[name](settings)
+        found = found if isinstance(found, list) else [found]
+        results += found
+        settings.log("\n".join(table(found).splitlines()[2:]))
     done = subprocess.run(["uptime"], capture_output=True, text=True, check=False)
     machine["load after"] = done.stdout.strip()
     print("\n".join(f"- {k}: {v}" for k, v in machine.items()) + "\n")

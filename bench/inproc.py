@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline import callback, graph, lock, runner
-from pipeline.runner import open_project
+from pipeline import callback, graph, lock
+from pipeline.project import lock_cache, open_project
 
 
 def sweep_overrides(lrs: int, seeds: int) -> list[str]:
@@ -65,12 +65,10 @@ def lock_seconds(source: Path, lrs: int, seeds: int, rounds: int = 3) -> dict[st
     target.write_text(text, encoding="utf-8")
     result: dict[str, float] = {"blocks": len(found.stages), "bytes": len(text)}
     result["yaml"] = _median_seconds(lambda: lock.read(target), rounds)
-    cache = getattr(runner, "lock_cache", None)
-    if cache is not None:  # the runner's read: the parsed lock kept as JSON beside the store
-        path = cache(Path.cwd())
-        lock.read(target, cache=path)  # the write of the lock leaves it so
-        result["cached"] = _median_seconds(lambda: lock.read(target, cache=path), rounds)
-    result["median"] = result.get("cached", result["yaml"])
+    path = lock_cache(Path.cwd())  # the runner's read: the parsed lock kept as JSON
+    lock.read(target, cache=path)  # the write of the lock leaves it so
+    result["cached"] = _median_seconds(lambda: lock.read(target, cache=path), rounds)
+    result["median"] = result["cached"]
     return result
 
 

@@ -248,10 +248,6 @@ def _is_launcher(arg: str) -> bool:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipeline import graph
-    from pipeline.plan import Options
-    from pipeline.runner import execute, open_project
-
     stage, overrides_argv, tracking = _stage_and_overrides(args.args)
     if not os.access(args.workspace, os.W_OK):  # checked first, so that nothing is half-done
         raise UsageError(
@@ -263,8 +259,45 @@ def _run(args: argparse.Namespace) -> int:
             "`--frozen` reproduces the lock as it is, running every stage: drop the overrides, "
             "--reset, --use, --only and --pull"
         )
+    project, steps, options = _planned(args, stage, overrides_argv, tracking, declarations=True)
+    if args.dry_run:
+        _answer(args, project, steps, cli_text.steps(steps, args.json, planned=True))
+        return EXIT_OK
+    if all(s.state == "fresh" for s in steps):  # nothing to run or record: say so at once
+        _answer(args, project, steps, cli_text.steps(steps, args.json, planned=False))
+        return EXIT_OK
+    if project.declared_only:  # something runs: that needs the stages themselves
+        project, steps, options = _planned(args, stage, overrides_argv, tracking, False)
+    from pipeline.runner import execute  # Hydra and the W&B callback: only to run stages
+
+    team = _team_cache(project) if args.pull else None
+    done = execute(project, steps, options, cli_text.Progress(quiet=args.json), team)
+    if args.json:
+        print(cli_text.steps(done, True, planned=False), end="")
+    elif all(s.action != "run" for s in done):
+        print(f"all {len(done)} stages are fresh; nothing to run")
+    return EXIT_OK
+
+
+def _planned(
+    args: argparse.Namespace,
+    stage: str | None,
+    overrides_argv: list[str],
+    tracking: dict[str, str],
+    declarations: bool,
+) -> tuple[Any, list[Any], Any]:
+    """Open the project and plan this `run`: the project, its steps and the options."""
+    from pipeline import graph
+    from pipeline.plan import Options
+    from pipeline.project import open_project
+
     project, overrides = open_project(
-        args.workspace, overrides_argv, args.reset, multirun=args.multirun
+        args.workspace,
+        overrides_argv,
+        args.reset,
+        multirun=args.multirun,
+        since_ns=args.started_ns,
+        declarations=declarations,
     )
     project.wandb.update(tracking)
     project.launcher = [a for a in args.args if _is_launcher(a)]
@@ -283,20 +316,7 @@ def _run(args: argparse.Namespace) -> int:
         only=args.only,
         use=dict(_parse_use(project, u, in_scope) for u in args.use),
     )
-    steps = project.plan(targets, options)
-    if args.dry_run:
-        _answer(args, project, steps, cli_text.steps(steps, args.json, planned=True))
-        return EXIT_OK
-    if all(s.state == "fresh" for s in steps):  # nothing to run or record: say so at once
-        _answer(args, project, steps, cli_text.steps(steps, args.json, planned=False))
-        return EXIT_OK
-    team = _team_cache(project) if args.pull else None
-    done = execute(project, steps, options, cli_text.Progress(quiet=args.json), team)
-    if args.json:
-        print(cli_text.steps(done, True, planned=False), end="")
-    elif all(s.action != "run" for s in done):
-        print(f"all {len(done)} stages are fresh; nothing to run")
-    return EXIT_OK
+    return project, project.plan(targets, options), options
 
 
 def _parse_use(project: Any, text: str, in_scope: list[str]) -> tuple[str, str]:
@@ -325,10 +345,12 @@ def _parse_use(project: Any, text: str, in_scope: list[str]) -> tuple[str, str]:
 
 def _status(args: argparse.Namespace) -> int:
     from pipeline import graph
-    from pipeline.runner import open_project
+    from pipeline.project import open_project
 
     stage, overrides, _ = _stage_and_overrides(args.args)
-    project, _ = open_project(args.workspace, overrides, multirun=args.multirun)
+    project, _ = open_project(
+        args.workspace, overrides, multirun=args.multirun, since_ns=args.started_ns
+    )
     targets = [graph.check_stage(project.graph, stage)] if stage else list(project.graph)
     steps = project.plan(targets)
     index = project.store.runs

@@ -42,7 +42,7 @@ def add_parsers(sub: Any) -> None:
 def _dag(args: argparse.Namespace) -> int:
     from pipeline.diagram import render
     from pipeline.graph import order
-    from pipeline.runner import open_project
+    from pipeline.project import open_project
 
     project, _ = open_project(args.workspace, args.args, multirun=args.multirun)
     steps = {s.stage: s for s in project.plan(order(project.graph))}

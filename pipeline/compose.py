@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.declared import Declared
 from pipeline.errors import ConfigError, UsageError, did_you_mean
 from pipeline.spec import StageSpec
 
@@ -100,7 +103,15 @@ def register(specs: Iterable[StageSpec]) -> None:
     store.add_to_hydra_store(overwrite_ok=True)
 
 
-def compose_all(spec: StageSpec, override_sets: Sequence[Sequence[str]]) -> list[Composed]:
+class CacheMiss(LookupError):
+    """The configs cache cannot answer, and only a declaration is at hand: take the full path."""
+
+
+def compose_all(
+    spec: StageSpec | Declared,
+    override_sets: Sequence[Sequence[str]],
+    cache: MutableMapping[str, Any] | None = None,
+) -> list[Composed]:
     """:func:`compose` for each set of overrides, sharing Hydra's work between them.
 
     The members of a sweep differ mostly in plain values (``lr=0.01``). Members with the
@@ -108,34 +119,91 @@ def compose_all(spec: StageSpec, override_sets: Sequence[Sequence[str]]) -> list
     composed once by Hydra; each plain value is then typed once, by OmegaConf against the
     composed structured config, and set into a copy of the resolved dict. A config with
     interpolations, or a value OmegaConf refuses, takes the full path (for its error too).
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parser = OverridesParser.create()
-    bases: dict[tuple[str, ...], tuple[Any, Composed] | None] = {}
-    typed: dict[tuple[tuple[str, ...], str], Any] = {}
+    ``cache`` (`pipeline.declared`) keeps each of those results under the stage, the
+    structural overrides and the value; what it holds is not asked of Hydra again. With a
+    :class:`~pipeline.declared.Declared` stage only the cache can answer: a result it lacks
+    raises :class:`CacheMiss`.
+    """
+    cache = {} if cache is None else cache
+    typed_bases: dict[tuple[str, ...], Any] = {}  # Hydra's typed config, made on demand
     found = []
     for overrides in override_sets:
         structural = tuple(o for o in overrides if _structural(spec, o))
         plain = [o for o in overrides if not _structural(spec, o)]
-        if structural not in bases:
-            bases[structural] = _base(spec, structural)
-        base = bases[structural]
-        values = [_typed(parser, base, (structural, o), typed) for o in plain] if base else []
+        base = _cached_base(spec, structural, cache, typed_bases)
+        values = [_cached_typed(spec, structural, o, cache, typed_bases) for o in plain]
         if base is None or any(v is _REFUSED for v in values):
-            found.append(compose(spec, overrides))
+            found.append(_cached_full(spec, overrides, cache))
             continue
-        config = copy.deepcopy(base[1].config)
+        config = copy.deepcopy(base.config)
         for override, value in zip(plain, values, strict=True):
             _set(config, override_key(override), value)
-        found.append(Composed(config, dict(base[1].choices)))
+        found.append(Composed(config, dict(base.choices)))
     return found
+
+
+def _key(*parts: object) -> str:
+    return json.dumps(parts)
+
+
+def _full_spec(spec: StageSpec | Declared) -> StageSpec:
+    if not isinstance(spec, StageSpec):
+        raise CacheMiss(spec.name)
+    return spec
+
+
+def _cached_base(
+    spec: StageSpec | Declared,
+    structural: tuple[str, ...],
+    cache: MutableMapping[str, Any],
+    typed_bases: dict[tuple[str, ...], Any],
+) -> Composed | None:
+    key = _key("base", spec.name, structural)
+    if key not in cache:
+        made = _base(_full_spec(spec), structural)
+        if made is not None:
+            typed_bases[structural] = made[0]
+        cache[key] = None if made is None else [made[1].config, made[1].choices]
+    held = cache[key]
+    return None if held is None else Composed(held[0], dict(held[1]))
+
+
+def _cached_typed(
+    spec: StageSpec | Declared,
+    structural: tuple[str, ...],
+    override: str,
+    cache: MutableMapping[str, Any],
+    typed_bases: dict[tuple[str, ...], Any],
+) -> Any:
+    key = _key("typed", spec.name, structural, override)
+    if key not in cache:
+        if structural not in typed_bases:
+            made = _base(_full_spec(spec), structural)
+            if made is None:
+                return _REFUSED  # the full path composes it (and words its error)
+            typed_bases[structural] = made[0]
+        value = _typed(typed_bases[structural], override)
+        cache[key] = ["refused"] if value is _REFUSED else ["value", value]
+    held = cache[key]
+    return _REFUSED if held == ["refused"] else copy.deepcopy(held[1])
+
+
+def _cached_full(
+    spec: StageSpec | Declared, overrides: Sequence[str], cache: MutableMapping[str, Any]
+) -> Composed:
+    key = _key("full", spec.name, list(overrides))
+    if key not in cache:
+        made = compose(_full_spec(spec), overrides)
+        cache[key] = [made.config, made.choices]
+    held = cache[key]
+    return Composed(copy.deepcopy(held[0]), dict(held[1]))
 
 
 _REFUSED = object()
 
 
-def _structural(spec: StageSpec, override: str) -> bool:
+def _structural(spec: StageSpec | Declared, override: str) -> bool:
     key = override_key(override)
     return override[0] in "+~" or "@" in key or key in spec.groups
 
@@ -152,32 +220,30 @@ def _base(spec: StageSpec, structural: tuple[str, ...]) -> tuple[Any, Composed] 
     return cfg, composed
 
 
-def _typed(
-    parser: Any,
-    base: tuple[Any, Composed],
-    key: tuple[tuple[str, ...], str],
-    cache: dict[tuple[tuple[str, ...], str], Any],
-) -> Any:
+def _typed(cfg: Any, override_text: str) -> Any:
     """A plain override's value as the composed config types it, or ``_REFUSED``."""
-    if key in cache:
-        return cache[key]
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        override = parser.parse_override(key[1])
+        override = _parser(OverridesParser).parse_override(override_text)
         if override.is_sweep_override() or override.is_delete() or override.is_add():
-            raise ValueError(key[1])
+            raise ValueError(override_text)
         path = override.get_key_element()
-        if OmegaConf.select(base[0], path, default=_REFUSED) is _REFUSED:
+        if OmegaConf.select(cfg, path, default=_REFUSED) is _REFUSED:
             raise ValueError(path)  # an unknown key: the full path words the error
-        OmegaConf.update(base[0], path, override.value(), merge=False)
-        value = OmegaConf.select(base[0], path)
-        cache[key] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        OmegaConf.update(cfg, path, override.value(), merge=False)
+        value = OmegaConf.select(cfg, path)
+        return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
     except (HydraException, OmegaConfBaseException, ValueError):
-        cache[key] = _REFUSED
-    return cache[key]
+        return _REFUSED
+
+
+@functools.cache
+def _parser(kind: Any) -> Any:
+    return kind.create()
 
 
 def _set(config: dict[str, Any], dotted: str, value: Any) -> None:

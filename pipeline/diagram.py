@@ -13,9 +13,9 @@ FORMATS = ("ascii", "mermaid", "dot")
 
 def render(graph: nx.DiGraph, notes: Mapping[str, str], fmt: str = "ascii") -> str:
     """The DAG with each stage annotated by ``notes`` (its state and output versions)."""
-    from pipeline.graph import order
+    import networkx as nx
 
-    stages = order(graph)
+    stages = list(nx.lexicographical_topological_sort(graph))
     edges = sorted((u, v, ", ".join(d["artifacts"])) for u, v, d in graph.edges(data=True))
     if fmt == "mermaid":
         # Sweep members (`train[train.lr=0.1]`) are no mermaid ids: number the nodes.

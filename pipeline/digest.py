@@ -7,7 +7,7 @@ import base64
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -93,14 +93,18 @@ def _module_file(root: Path, module: str) -> Path | None:
     return None
 
 
-def code_files(root: Path, modules: Iterable[str]) -> dict[str, str]:
+def code_files(
+    root: Path, modules: Iterable[str], known: MutableMapping[str, list[list[str]]] | None = None
+) -> dict[str, str]:
     """Project source files the modules import, transitively: ``{relative path: md5}``.
 
     Imports are read statically (no module is executed), and only modules whose
     file lies under ``root`` count, so libraries and unrelated files never do.
     Parent packages are left out: ``stages/__init__.py`` lists every stage, and
-    an edit to one stage must not make the others stale.
+    an edit to one stage must not make the others stale. ``known`` keeps what each
+    file imports under its module name and MD5, so that no file is parsed twice.
     """
+    known = {} if known is None else known
     todo = [[name] for name in modules]
     files: dict[str, str] = {}
     while todo:
@@ -110,9 +114,13 @@ def code_files(root: Path, modules: Iterable[str]) -> dict[str, str]:
         rel = path.relative_to(root).as_posix()
         if rel in files:
             continue
-        files[rel] = file_md5(path)
+        data = path.read_bytes()
+        files[rel] = base64.b64encode(hashlib.md5(data).digest()).decode("ascii")
         name = ".".join(path.relative_to(root).with_suffix("").parts)
-        todo.extend(_imported_modules(path.read_text(encoding="utf-8"), name))
+        key = f"{name}:{files[rel]}"
+        if key not in known:
+            known[key] = _imported_modules(data.decode("utf-8"), name)
+        todo.extend(known[key])
     return dict(sorted(files.items()))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -12,23 +13,30 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.errors import LockError
 from pipeline.spec import safe_name
 
 LOCK_NAME = "dvc_free_lock.yaml"
 SCHEMA = 1
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_BaseDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
+@functools.cache
+def _yaml() -> tuple[Any, Any, Any]:
+    """PyYAML, its loader and its dumper: imported when a lock is parsed or written as YAML.
 
-class _Dumper(_BaseDumper):  # type: ignore[misc, valid-type]
-    """Plain YAML: repeated values are written out, never as anchors and aliases."""
+    A lock answered from its parsed cache (`.pipeline/lock.json`) needs none of it.
+    """
+    import yaml
 
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
+    base: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+    class Dumper(base):  # type: ignore[misc, valid-type]
+        """Plain YAML: repeated values are written out, never as anchors and aliases."""
+
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    return yaml, getattr(yaml, "CSafeLoader", yaml.SafeLoader), Dumper
 
 
 @dataclass(frozen=True)
@@ -114,7 +122,9 @@ def to_dict(lock: Lock) -> dict[str, Any]:
 
 def dumps(lock: Lock) -> str:
     """The lock as YAML text: sorted keys, block style, stable floats."""
-    return yaml.dump(to_dict(lock), Dumper=_Dumper, sort_keys=True, default_flow_style=False)
+    yaml, _, dumper = _yaml()
+    text = yaml.dump(to_dict(lock), Dumper=dumper, sort_keys=True, default_flow_style=False)
+    return str(text)
 
 
 def write(path: Path, lock: Lock, cache: Path | None = None) -> bool:
@@ -256,8 +266,9 @@ _DOCUMENT = {"schema": int, "stages": (_STAGE,)}
 
 def loads(text: str, source: str = LOCK_NAME) -> Lock:
     """Parse and validate lock text; errors name the file and line."""
+    yaml, loader, _ = _yaml()
     try:
-        data = yaml.load(text, Loader=_Loader)
+        data = yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -270,7 +281,7 @@ def loads(text: str, source: str = LOCK_NAME) -> Lock:
     try:
         _check(data, _DOCUMENT, ())
     except _Mismatch as bad:  # only now parse again for line numbers: loading stays fast
-        root = yaml.compose(text, Loader=_Loader)
+        root = yaml.compose(text, Loader=loader)
         at = _line(root, bad.path) if root else 1
         here = ".".join(bad.path) or "the top level"
         raise LockError(
@@ -330,8 +341,9 @@ def _check(value: Any, shape: Any, path: tuple[str, ...]) -> None:
         _check(value[key], sub, (*path, key))
 
 
-def _line(node: yaml.Node, path: tuple[str, ...]) -> int:
+def _line(node: Any, path: tuple[str, ...]) -> int:
     """The line of the value at ``path`` in a composed document."""
+    yaml = _yaml()[0]
     for key in path:
         if not isinstance(node, yaml.MappingNode):
             break

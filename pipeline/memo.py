@@ -17,19 +17,19 @@ whose bytes did not (`touch`, a `git checkout` back and forth) still vouches for
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import sys
 import uuid
 from collections.abc import Iterable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 STORE_DIR = ".pipeline"  # the store's folder in a workspace (`pipeline.store` keeps it)
 _DIR = "memo"
-# Libraries whose version could change a composed config, and so a plan.
-_LIBRARIES = ("hydra-core", "hydra-zen", "omegaconf", "networkx", "PyYAML")
+# Libraries whose version could change a composed config, and so a plan (import names).
+_LIBRARIES = ("hydra", "hydra_zen", "omegaconf", "networkx", "yaml")
 # File times come from a coarse clock that lags by up to a few milliseconds.
 _CLOCK_SLACK_NS = 50_000_000
 
@@ -51,17 +51,27 @@ def _path(store: Path, command: Sequence[str]) -> Path:
         list(command),
         sys.version,
         os.environ.get("PIPELINE_STAGES") or "stages",
-        [_version(name) for name in _LIBRARIES],
+        libraries(_LIBRARIES),
     ]
     name = hashlib.sha256(json.dumps(context).encode()).hexdigest()[:32]
     return store / _DIR / f"{name}.json"
 
 
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return ""
+def libraries(names: Iterable[str]) -> list[list[Any]]:
+    """Where each library is installed and the stat of its entry file, found without importing.
+
+    Installing another version writes that file anew (another size, mtime or inode), so
+    this stands for the version at a fraction of the cost of reading package metadata.
+    """
+    found = []
+    for name in sorted(set(names)):
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        origin = spec.origin if spec is not None else None
+        found.append([name, origin, _stat(origin) if origin else None])
+    return found
 
 
 def recall(store: Path, command: Sequence[str]) -> str | None:

@@ -6,11 +6,9 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
-import networkx as nx
-
 from pipeline import digest
 from pipeline.errors import StoreError, UsageError
-from pipeline.graph import order
+from pipeline.graph import Dag, order
 from pipeline.lock import InputPin, Lock, OutputPin, StageLock, flatten
 from pipeline.sweep import Member, expand
 
@@ -87,7 +85,7 @@ class Step:
 
 
 def plan(
-    graph: nx.DiGraph,
+    graph: Dag,
     targets: Sequence[str],
     stages: Mapping[str, StageState],
     lock: Lock,

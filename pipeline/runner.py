@@ -4,168 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 
-import networkx as nx
 from filelock import FileLock, Timeout
 
-from pipeline import callback, compose, graph, lock, memo
+from pipeline import lock
 from pipeline.callback import ArtifactRef
-from pipeline.digest import code_files
-from pipeline.errors import ConfigError, NotReproduced, UsageError
+from pipeline.errors import ConfigError, NotReproduced
 from pipeline.launch import MemberJob, WaveTask, launch_wave, quote
-from pipeline.lock import InputPin, Lock, OutputPin, StageLock
-from pipeline.plan import Options, StageState, Step, decide, plan
+from pipeline.lock import InputPin, OutputPin, StageLock
+from pipeline.plan import Options, Step, decide
+from pipeline.project import Project, lock_cache
 from pipeline.pull import TeamCache
-from pipeline.spec import StageSpec
-from pipeline.store import Store
-from pipeline.sweep import Member, expand
 
 Report = Callable[[str, Step], None]
-
-
-@dataclass
-class Project:
-    """A workspace with its stages, their current state, its lock and its store."""
-
-    workspace: Path
-    specs: dict[str, StageSpec]
-    graph: nx.DiGraph
-    lock: Lock
-    store: Store
-    states: dict[str, StageState]  # by member key: the stage's name outside a sweep
-    members: dict[str, Member]
-    wandb: dict[str, str] = field(default_factory=dict)  # W&B callback options
-    launcher: list[str] = field(default_factory=list)  # Hydra overrides: hydra/launcher=...
-
-    @property
-    def lock_path(self) -> Path:
-        """Where the lock lives."""
-        return self.workspace / lock.LOCK_NAME
-
-    def plan(self, targets: Sequence[str], options: Options | None = None) -> list[Step]:
-        """The plan for these targets against the lock and the store."""
-        members = list(self.members.values())
-        return plan(
-            self.graph, targets, self.states, self.lock, self.store, options or Options(), members
-        )
-
-    def watched(self, steps: Iterable[Step]) -> list[Path]:
-        """Every file a fresh plan depends on: lock, index, code, and the outputs' files."""
-        paths = [self.lock_path, self.store.root / "index.sqlite", memo.stamp(self.store.root)]
-        paths += Path(__file__).parent.glob("*.py")  # this tool's own code
-        code = {state.stage: state.code for state in self.states.values()}
-        for name, spec in self.specs.items():
-            root = code_root(spec)
-            # Every module of the stages' package (its list of stages too), and what a
-            # stage imports from elsewhere.
-            paths += (root / spec.module.split(".")[0]).rglob("*.py")
-            paths += (root / rel for rel in code[name])
-        for step in steps:
-            for pin in step.outputs.values():
-                folder = self.store.path(pin.name, pin.version)
-                paths += [folder, *folder.rglob("*")]
-        return paths
-
-    def member_graph(self) -> nx.DiGraph:
-        """Members and the artifacts between them, as the stage graph is for stages."""
-        graph: nx.DiGraph = nx.DiGraph()
-        for member in self.members.values():
-            graph.add_node(member.key, uses=(), logs=member.logs)
-            for _, made_by, artifact in member.inputs:
-                if graph.has_edge(made_by, member.key):
-                    graph.edges[made_by, member.key]["artifacts"] += (artifact,)
-                else:
-                    graph.add_edge(made_by, member.key, artifacts=(artifact,))
-        return graph
-
-
-def load(
-    workspace: Path,
-    specs: Iterable[StageSpec],
-    overrides: Mapping[str, Sequence[str]] | None = None,
-    reset: Iterable[str] = (),
-    sweep: Mapping[str, Sequence[tuple[str, Sequence[str]]]] | None = None,
-) -> Project:
-    """Validate the DAG, read the lock, and compose every member's config with its overrides.
-
-    A stage's config is the code's defaults, plus the overrides its lock block recorded
-    (unless ``reset``), plus new ``overrides``, plus a sweep member's own values.
-    """
-    specs_by_name = {s.name: s for s in specs}
-    dag = graph.build(
-        graph.Node(s.name, s.uses, tuple(o.name for o in s.logs)) for s in specs_by_name.values()
-    )
-    current = lock.read(workspace / lock.LOCK_NAME, cache=lock_cache(workspace))
-    compose.register(specs_by_name.values())
-    callback.register()
-    fan_in = {name: spec.fan_in for name, spec in specs_by_name.items()}
-    members = {m.key: m for m in expand(dag, list(dag), sweep, fan_in)}
-    code = {
-        name: code_files(code_root(spec), [spec.module]) for name, spec in specs_by_name.items()
-    }
-    merged = {}
-    for key, member in members.items():
-        entry = current.stages.get(member.stage)
-        recorded = () if member.stage in set(reset) or entry is None else entry.overrides
-        new = [*(overrides or {}).get(member.stage, ()), *member.own]
-        merged[key] = compose.merge(recorded, new)
-    states = {}
-    for name, spec in specs_by_name.items():
-        keys = [k for k, m in members.items() if m.stage == name]
-        composed_all = compose.compose_all(spec, [merged[k] for k in keys])
-        for key, composed in zip(keys, composed_all, strict=True):
-            states[key] = StageState(
-                config=composed.config,
-                overrides=merged[key],
-                code=code[name],
-                artifacts={o.name: o.artifact_name(composed.choices) for o in spec.logs},
-                stage=name,
-            )
-    return Project(workspace, specs_by_name, dag, current, Store(workspace), states, members)
-
-
-def lock_cache(workspace: Path) -> Path:
-    """Where the parsed lock is kept, so that an unchanged lock loads without YAML."""
-    return workspace / memo.STORE_DIR / "lock.json"
-
-
-def open_project(
-    workspace: Path,
-    argv_overrides: Sequence[str] = (),
-    reset: Sequence[str] = (),
-    multirun: bool = False,
-) -> tuple[Project, dict[str, list[str]]]:
-    """The project of the stages (`callback.stage_specs`) in a workspace, with overrides applied.
-
-    With ``multirun`` the overrides define a sweep's members and stick to nothing.
-    """
-    specs = callback.stage_specs()
-    names = [s.name for s in specs]
-    overrides = compose.split_overrides(argv_overrides, names)
-    for name in reset:
-        if name.replace("-", "_") not in names:
-            raise UsageError(f"`--reset {name}`: no such stage; stages are {', '.join(names)}")
-    resets = [r.replace("-", "_") for r in reset]
-    if not multirun:
-        return load(workspace, specs, overrides, resets), overrides
-    sweep = {stage: compose.sweep_values(stage, ovs) for stage, ovs in overrides.items()}
-    return load(workspace, specs, None, resets, sweep), overrides
-
-
-def code_root(spec: StageSpec) -> Path:
-    """The folder holding the stage's top-level package, so code paths read `stages/x.py`."""
-    top = sys.modules[spec.module.split(".")[0]]
-    file = getattr(top, "__file__", None)
-    if file is None:
-        raise UsageError(f"cannot locate the source of stage `{spec.name}` ({spec.module})")
-    path = Path(file)
-    return path.parent.parent if path.name == "__init__.py" else path.parent
 
 
 def execute(
@@ -244,7 +99,7 @@ def _preflight(project: Project, steps: Sequence[Step]) -> None:
     """Each stage's own check of its config, for every member to run, before anything runs."""
     for step in steps:
         state = project.states[step.stage]
-        check = project.specs[state.stage].check
+        check = project.spec(state.stage).check
         if step.action == "run" and check is not None:
             try:
                 check(state.config)
@@ -299,7 +154,7 @@ def _ready(
 def _run_wave(project: Project, wave: Sequence[Step], group: str) -> list[Step]:
     """Launch the wave's members as one multirun; their steps with outputs filled in."""
     stage = project.states[wave[0].stage].stage
-    spec, store = project.specs[stage], project.store
+    spec, store = project.spec(stage), project.store
     types = {o.name: o.type for s in project.specs.values() for o in s.logs}
     jobs = []
     for step in wave:

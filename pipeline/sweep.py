@@ -6,9 +6,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import networkx as nx
-
-from pipeline.graph import order, producers
+from pipeline.graph import Dag, order, producers
 
 # ((full key "train.lr", values), ...), sorted by key; a fan-in member holds several values.
 Assign = tuple[tuple[str, tuple[str, ...]], ...]
@@ -56,7 +54,7 @@ def _consistent(members: Sequence[Member]) -> bool:
 
 
 def expand(
-    graph: nx.DiGraph,
+    graph: Dag,
     targets: Sequence[str],
     sweep: Mapping[str, Sequence[tuple[str, Sequence[str]]]] | None = None,
     fan_in: Mapping[str, Sequence[str]] | None = None,
@@ -118,7 +116,7 @@ def expand(
 
 
 def _split_routes(
-    graph: nx.DiGraph, sweep: Mapping[str, Sequence[tuple[str, Sequence[str]]]]
+    graph: Dag, sweep: Mapping[str, Sequence[tuple[str, Sequence[str]]]]
 ) -> tuple[dict[str, list[tuple[str, Sequence[str]]]], dict[str, dict[str, Sequence[str]]]]:
     """Swept config keys, and swept keys that name an input (routes), per stage."""
     swept: dict[str, list[tuple[str, Sequence[str]]]] = {}

@@ -166,11 +166,12 @@ def load(folder: Path, device: torch.device | str = "cpu") -> nn.Module:
     record = json.loads((folder / MODEL_FILE).read_text())
     # The record comes from an artifact: it may only name one of our own builders,
     # never an arbitrary importable callable.
-    factory = _FACTORIES.get(record.get("factory"))
+    factories = _factories()
+    factory = factories.get(record.get("factory"))
     if factory is None:
         raise StageInputError(
             f"`{folder / MODEL_FILE}` names factory `{record.get('factory')}`; a model artifact "
-            f"can only be rebuilt by one of {', '.join(sorted(_FACTORIES))}"
+            f"can only be rebuilt by one of {', '.join(sorted(factories))}"
         )
     net = factory(record["in_shape"], record["num_classes"], **record["kwargs"])
     state = torch.load(folder / STATE_FILE, map_location=device, weights_only=True)
@@ -187,6 +188,7 @@ def _plain(value: Any) -> Any:
     return [_plain(v) for v in value]
 
 
-_FACTORIES: dict[str, Callable[..., Any]] = {
-    f"{__name__}.{f.__qualname__}": f for f in (mlp, cnn, torchvision_model)
-}
+def _factories() -> dict[str, Callable[..., Any]]:
+    # Made when called, not at import, so that importing this module runs none of their
+    # bodies and an edit inside one keeps the declared configs (see `pipeline.outline`).
+    return {f"{__name__}.{f.__qualname__}": f for f in (mlp, cnn, torchvision_model)}

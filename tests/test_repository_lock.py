@@ -8,7 +8,7 @@ import pytest
 
 import stages
 from pipeline import compose, digest, lock
-from pipeline.runner import code_root
+from pipeline.project import code_root
 from pipeline.spec import StageSpec
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -16,6 +18,7 @@ from pipeline import lock
 from tests.e2e.support import FAST, Cli, make_cli, status
 
 CACHE = Path(".pipeline/lock.json")
+DECLARED = Path(".pipeline/declared.json")
 
 
 def _uncached(workspace: Path, scratch: Path, *args: str) -> str:
@@ -25,6 +28,7 @@ def _uncached(workspace: Path, scratch: Path, *args: str) -> str:
     shutil.copytree(workspace, copy, symlinks=True)
     shutil.rmtree(copy / ".pipeline" / "memo", ignore_errors=True)
     (copy / CACHE).unlink(missing_ok=True)
+    (copy / DECLARED).unlink(missing_ok=True)
     with sqlite3.connect(copy / ".pipeline" / "index.sqlite") as db:
         db.execute("DELETE FROM stat_cache")
     return make_cli(copy)(*args).stdout
@@ -106,6 +110,8 @@ def test_every_answer_equals_the_answer_without_caches_after_a_touch(
 _STEPS = (
     "touch code",
     "edit code",
+    "edit a function body",
+    "edit a declaration",
     "touch lock",
     "override",
     "reset",
@@ -148,6 +154,8 @@ def _do(step: str, workspace: Path, root: Path, number: int) -> Path:
         code.touch()
     elif step == "edit code":
         code.write_text(code.read_text() + f"\n# edit {number}\n")
+    elif step in ("edit a function body", "edit a declaration"):
+        _edit(workspace, step, number)
     elif step == "touch lock":
         (workspace / lock.LOCK_NAME).touch()
     elif step == "override":
@@ -156,6 +164,7 @@ def _do(step: str, workspace: Path, root: Path, number: int) -> Path:
         cli("run", "--reset", "train", *FAST)
     elif step == "delete caches":
         (workspace / CACHE).unlink(missing_ok=True)
+        (workspace / DECLARED).unlink(missing_ok=True)
     elif step == "delete .pipeline memo":
         shutil.rmtree(workspace / ".pipeline" / "memo", ignore_errors=True)
     elif step == "check out the first lock":  # as `git checkout`: other bytes, a new mtime
@@ -171,3 +180,58 @@ def _do(step: str, workspace: Path, root: Path, number: int) -> Path:
     else:
         cli("run", *FAST)
     return workspace
+
+
+def _edit(workspace: Path, what: str, number: int) -> None:
+    """An edit inside `evaluate`'s body, or of its signature's default batch size."""
+    code = workspace / "stages" / "evaluate.py"
+    text = code.read_text()
+    if what == "edit a declaration":
+        text = re.sub(r"batch_size: int = \d+", f"batch_size: int = {200 + number}", text)
+    else:
+        marker = '"""Write test accuracy'
+        line = next(x for x in text.splitlines() if marker in x)
+        text = text.replace(line, f"{line}\n    _edit = {number}", 1)
+    code.write_text(text)
+
+
+def test_declarations_answer_as_the_stages_do_after_each_kind_of_edit(tmp_path: Path) -> None:
+    """Edits the declarations cache may answer (bodies) and must not (signatures, specs)."""
+    workspace = tmp_path / "ws"
+    shutil.copytree(
+        Path(stages.__file__).parent,
+        workspace / "stages",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    cli = make_cli(workspace)
+    cli("run", *FAST)
+    models = workspace / "stages" / "models.py"
+    train = workspace / "stages" / "train.py"
+
+    def replace(path: Path, old: str, new: str) -> Callable[[], None]:
+        def edit() -> None:
+            text = path.read_text()
+            assert old in text, old
+            path.write_text(text.replace(old, new, 1))
+
+        return edit
+
+    one, two = "= [nn.Flatten()]\n", "= [nn.Flatten(), nn.Flatten()]\n"
+    cnn2 = '(models.cnn), "cnn2": _model_config(models.cnn),'
+    # (an edit, whether the declarations cache may answer the first `status` after it)
+    edits = [
+        (lambda: _edit(workspace, "edit a function body", 1), True),
+        (lambda: _edit(workspace, "edit a declaration", 2), False),  # a default
+        (replace(models, "hidden: int = 128", "hidden: int = 64"), False),  # an option's
+        (replace(models, one, two), True),  # a model's body
+        (replace(train, "(models.cnn),", cnn2), False),  # a new group option
+        (replace(models, two, one), True),  # and back
+    ]
+    for number, (edit, answered) in enumerate(edits):
+        edit()
+        first = cli("status", python=("-X", "importtime"))
+        imported = {line.rsplit("|", 1)[-1].strip() for line in first.stderr.splitlines()}
+        assert ("hydra" not in imported) is answered, number
+        for args in (("status", "--json"), ("run", "--dry-run", "--json"), ("status",)):
+            assert cli(*args).stdout == _uncached(workspace, tmp_path, *args), number
+        assert (workspace / DECLARED).exists()

@@ -1,0 +1,219 @@
+"""A workspace opened: its stages, their DAG, the lock, the store, each member's config.
+
+The declarations cache (`pipeline.declared`) answers where it can, so that `status` and a
+no-op `run` need neither Hydra nor the stages' imports; nothing here imports Hydra at
+module level (`pipeline.callback` is asked only on the full path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline import compose, declared, graph, lock, memo
+from pipeline.declared import Declared
+from pipeline.digest import code_files
+from pipeline.errors import UsageError
+from pipeline.lock import Lock
+from pipeline.plan import Options, StageState, Step, plan
+from pipeline.spec import StageSpec
+from pipeline.store import Store
+from pipeline.sweep import Member, expand
+
+if TYPE_CHECKING:  # networkx is imported by the commands that draw graphs
+    import networkx as nx
+
+
+@dataclass
+class Project:
+    """A workspace with its stages, their current state, its lock and its store."""
+
+    workspace: Path
+    specs: Mapping[str, StageSpec | Declared]  # declarations only, when from the cache
+    graph: graph.Dag
+    lock: Lock
+    store: Store
+    states: dict[str, StageState]  # by member key: the stage's name outside a sweep
+    members: dict[str, Member]
+    wandb: dict[str, str] = field(default_factory=dict)  # W&B callback options
+    launcher: list[str] = field(default_factory=list)  # Hydra overrides: hydra/launcher=...
+
+    @property
+    def declared_only(self) -> bool:
+        """Whether the stages came from the declarations cache (enough to plan, not to run)."""
+        return not all(isinstance(spec, StageSpec) for spec in self.specs.values())
+
+    def spec(self, name: str) -> StageSpec:
+        """A stage's full spec (the project must not be :attr:`declared_only`)."""
+        spec = self.specs[name]
+        if not isinstance(spec, StageSpec):
+            raise RuntimeError(f"stage `{name}` is only declared; open the project in full")
+        return spec
+
+    @property
+    def lock_path(self) -> Path:
+        """Where the lock lives."""
+        return self.workspace / lock.LOCK_NAME
+
+    def plan(self, targets: Sequence[str], options: Options | None = None) -> list[Step]:
+        """The plan for these targets against the lock and the store."""
+        members = list(self.members.values())
+        return plan(
+            self.graph, targets, self.states, self.lock, self.store, options or Options(), members
+        )
+
+    def watched(self, steps: Iterable[Step]) -> list[Path]:
+        """Every file a fresh plan depends on: lock, index, code, and the outputs' files."""
+        paths = [self.lock_path, self.store.root / "index.sqlite", memo.stamp(self.store.root)]
+        paths += Path(__file__).parent.glob("*.py")  # this tool's own code
+        code = {state.stage: state.code for state in self.states.values()}
+        for name, spec in self.specs.items():
+            root = code_root(spec)
+            # Every module of the stages' package (its list of stages too), and what a
+            # stage imports from elsewhere.
+            paths += (root / spec.module.split(".")[0]).rglob("*.py")
+            paths += (root / rel for rel in code[name])
+        for step in steps:
+            for pin in step.outputs.values():
+                folder = self.store.path(pin.name, pin.version)
+                paths += [folder, *folder.rglob("*")]
+        return paths
+
+    def member_graph(self) -> nx.DiGraph:
+        """Members and the artifacts between them, as the stage graph is for stages."""
+        import networkx as nx
+
+        graph: nx.DiGraph = nx.DiGraph()
+        for member in self.members.values():
+            graph.add_node(member.key, uses=(), logs=member.logs)
+            for _, made_by, artifact in member.inputs:
+                if graph.has_edge(made_by, member.key):
+                    graph.edges[made_by, member.key]["artifacts"] += (artifact,)
+                else:
+                    graph.add_edge(made_by, member.key, artifacts=(artifact,))
+        return graph
+
+
+def load(
+    workspace: Path,
+    specs: Iterable[StageSpec | Declared],
+    overrides: Mapping[str, Sequence[str]] | None = None,
+    reset: Iterable[str] = (),
+    sweep: Mapping[str, Sequence[tuple[str, Sequence[str]]]] | None = None,
+    caches: declared.Declarations | None = None,
+) -> Project:
+    """Validate the DAG, read the lock, and compose every member's config with its overrides.
+
+    A stage's config is the code's defaults, plus the overrides its lock block recorded
+    (unless ``reset``), plus new ``overrides``, plus a sweep member's own values.
+    ``caches`` is what the declarations cache holds: networkx's DAG, composed configs and
+    the code's imports; with declarations only (no full specs), every config must come
+    from it (else :class:`CacheMiss`). What is computed here is added to it.
+    """
+    specs_by_name = {s.name: s for s in specs}
+    caches = caches or declared.Declarations([], {}, {}, {})
+    nodes = [
+        graph.Node(s.name, s.uses, tuple(o.name for o in s.logs)) for s in specs_by_name.values()
+    ]
+    if caches.dag is None or caches.dag.nodes != {
+        n.name: {"uses": n.uses, "logs": n.logs} for n in nodes
+    }:
+        caches.dag = graph.build(nodes)
+    dag = caches.dag
+    current = lock.read(workspace / lock.LOCK_NAME, cache=lock_cache(workspace))
+    full = [spec for spec in specs_by_name.values() if isinstance(spec, StageSpec)]
+    if len(full) == len(specs_by_name):
+        from pipeline import callback
+
+        compose.register(full)
+        callback.register()
+    fan_in = {name: spec.fan_in for name, spec in specs_by_name.items()}
+    members = {m.key: m for m in expand(dag, list(dag), sweep, fan_in)}
+    code = {
+        name: code_files(code_root(spec), [spec.module], caches.imports)
+        for name, spec in specs_by_name.items()
+    }
+    merged = {}
+    for key, member in members.items():
+        entry = current.stages.get(member.stage)
+        recorded = () if member.stage in set(reset) or entry is None else entry.overrides
+        new = [*(overrides or {}).get(member.stage, ()), *member.own]
+        merged[key] = compose.merge(recorded, new)
+    states = {}
+    for name, spec in specs_by_name.items():
+        keys = [k for k, m in members.items() if m.stage == name]
+        composed_all = compose.compose_all(spec, [merged[k] for k in keys], caches.configs)
+        for key, composed in zip(keys, composed_all, strict=True):
+            states[key] = StageState(
+                config=composed.config,
+                overrides=merged[key],
+                code=code[name],
+                artifacts={o.name: o.artifact_name(composed.choices) for o in spec.logs},
+                stage=name,
+            )
+    return Project(workspace, specs_by_name, dag, current, Store(workspace), states, members)
+
+
+def lock_cache(workspace: Path) -> Path:
+    """Where the parsed lock is kept, so that an unchanged lock loads without YAML."""
+    return workspace / memo.STORE_DIR / "lock.json"
+
+
+def open_project(
+    workspace: Path,
+    argv_overrides: Sequence[str] = (),
+    reset: Sequence[str] = (),
+    multirun: bool = False,
+    since_ns: int | None = None,
+    declarations: bool = True,
+) -> tuple[Project, dict[str, list[str]]]:
+    """The project of the stages (`callback.stage_specs`) in a workspace, with overrides applied.
+
+    With ``multirun`` the overrides define a sweep's members and stick to nothing. Given
+    ``since_ns`` (when the command started), the declarations cache (`pipeline.declared`)
+    is asked first, unless ``declarations`` is false; the project is then
+    :attr:`Project.declared_only` where it could answer. The full path records it again.
+    """
+    known = declared.recall(workspace) if since_ns is not None and declarations else None
+    if known is not None:
+        with contextlib.suppress(compose.CacheMiss):
+            return _open(workspace, known.stages, argv_overrides, reset, multirun, known)
+    from pipeline.callback import stage_specs
+
+    specs = stage_specs()
+    caches = known or declared.Declarations([], {}, {}, {})
+    opened = _open(workspace, specs, argv_overrides, reset, multirun, caches)
+    if since_ns is not None:
+        declared.remember(workspace, specs, caches, since_ns)
+    return opened
+
+
+def _open(
+    workspace: Path,
+    specs: Sequence[StageSpec | Declared],
+    argv_overrides: Sequence[str],
+    reset: Sequence[str],
+    multirun: bool,
+    caches: declared.Declarations,
+) -> tuple[Project, dict[str, list[str]]]:
+    names = [s.name for s in specs]
+    overrides = compose.split_overrides(argv_overrides, names)
+    for name in reset:
+        if name.replace("-", "_") not in names:
+            raise UsageError(f"`--reset {name}`: no such stage; stages are {', '.join(names)}")
+    resets = [r.replace("-", "_") for r in reset]
+    if not multirun:
+        return load(workspace, specs, overrides, resets, None, caches), overrides
+    sweep = {stage: compose.sweep_values(stage, ovs) for stage, ovs in overrides.items()}
+    return load(workspace, specs, None, resets, sweep, caches), overrides
+
+
+def code_root(spec: StageSpec | Declared) -> Path:
+    """The folder holding the stage's top-level package, so code paths read `stages/x.py`."""
+    root = declared.source_root(spec.module)
+    if root is None:
+        raise UsageError(f"cannot locate the source of stage `{spec.name}` ({spec.module})")
+    return root
