@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench import cases, changes, harness
 from bench.harness import Result, Settings
-from bench.sweep import sweep
+from bench.sweep import sweep, sweep_in_lock
 
 BENCHMARKS: dict[str, Callable[[Settings], Result | list[Result]]] = {
     "noop_run": cases.noop_run,
@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, Callable[[Settings], Result | list[Result]]] = {
     "full_pipeline": cases.full_pipeline,
     "sweep_2000": sweep,
     "after_changes": changes.after_changes,
+    "sweep_in_lock": sweep_in_lock,
 }
 
 

@@ -52,8 +52,11 @@ class Result:
         if self.dvc:
             ratio = self.ratio
             return None if ratio is None else ratio <= self.limit
-        values = [statistics.median(v) for v in self.extra.get("seconds", {}).values() if v]
-        return max(values) <= self.limit if values else None
+        seconds = {k: statistics.median(v) for k, v in self.extra.get("seconds", {}).items() if v}
+        limits = self.extra.get("limits", {})  # per command: the first word of each label
+        if not seconds:
+            return None
+        return all(v <= limits.get(k.split()[0], self.limit) for k, v in seconds.items())
 
 
 @dataclass(frozen=True)

@@ -79,5 +79,11 @@ if __name__ == "__main__":
     lrs, seeds = int(numbers[0]), int(numbers[1])
     if mode == "plan":
         print(json.dumps(plan_seconds(lrs, seeds)))
+    elif mode == "sweep-lock":  # the workspace's lock, with a finished sweep's blocks added
+        here = Path(lock.LOCK_NAME)
+        found = synthetic_lock(here, lrs, seeds)
+        lock.write(
+            here, lock.Lock({**found.stages, **lock.read(here).stages}), lock_cache(Path.cwd())
+        )
     else:
         print(json.dumps(lock_seconds(Path(numbers[2]), lrs, seeds)))

@@ -47,3 +47,41 @@ def sweep(settings: Settings) -> Result:
     finally:
         h.remove(folder)
     return result
+
+
+def sweep_in_lock(settings: Settings) -> Result:
+    """`status` and a no-op `run` with a finished 20,000-member sweep's blocks in the lock.
+
+    Twice each: with the parsed lock the tool keeps beside the store (the lock as our own
+    run wrote it), and without (the lock as `git checkout` leaves it: read block by block).
+    """
+    lrs, seeds = (4, 3) if settings.smoke else (200, 100)
+    result = Result(
+        "sweep_in_lock",
+        f"7. `status` and no-op `run` with a {lrs * seeds:,}-member sweep in the lock",
+        "status < 1 s, run < 2 s",
+        limit=2.0,
+    )
+    env = h.environment()
+    folder = h.workspace("sweep-lock")
+    limits = {"status": 1.0, "run": 2.0}
+    try:
+        h.run(h.ours("run", "train.epochs=1"), folder, env)
+        h.run([h.PYTHON, "-m", "bench.inproc", "sweep-lock", str(lrs), str(seeds)], folder, env)
+        seconds: dict[str, list[float]] = {}
+        for kept in (True, False):
+            if not kept:
+                (folder / ".pipeline" / "lock.json").unlink()
+            for command in ("status", "run"):
+                label = f"{command} ({'parsed lock kept' if kept else 'lock just checked out'})"
+                seconds[label] = []
+                for _ in range(settings.repeat):
+                    shutil.rmtree(folder / ".pipeline" / "memo", ignore_errors=True)
+                    seconds[label].append(h.timed(h.ours(command), folder, env, settings.timeout))
+        result.extra.update(seconds=seconds, members=lrs * seeds, limits=limits)
+        if settings.profiles and result.met is False:
+            target = settings.profiles / f"{result.name}.txt"
+            h.profile(["pipeline", "status"], folder, env, target, result.title)
+    finally:
+        h.remove(folder)
+    return result

@@ -8,7 +8,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -155,8 +155,11 @@ def read(path: Path, cache: Path | None = None) -> Lock:
 
     With ``cache``, the parsed lock is also kept there as JSON under the MD5 of its text,
     so that an unchanged lock (a sweep's holds thousands of blocks) loads without parsing
-    its YAML again. The cached document passes the same checks as the YAML; one that does
-    not, or cannot be read, is ignored and the YAML is parsed.
+    its YAML again. A cached block passes the same checks as the YAML; one that does not,
+    or cannot be read, is taken from the YAML. A lock of more than :data:`BY_BLOCK` bytes
+    that the cache does not hold (a sweep's, just checked out) is read block by block:
+    each block is parsed and checked when a command first needs it (`lock verify` checks
+    them all), so that `status` of four stages parses four blocks, not forty thousand.
     """
     if not path.exists():
         return Lock()
@@ -164,23 +167,113 @@ def read(path: Path, cache: Path | None = None) -> Lock:
     if cache is None:
         return loads(text, source=str(path.name))
     found = _cached(cache, text)
+    if found is None and len(text) > BY_BLOCK:
+        found = _by_block(text, str(path.name))
     if found is None:
         found = loads(text, source=str(path.name))
         _save(cache, text, found)
     return found
 
 
+BY_BLOCK = 1 << 20  # bytes: a larger lock is read block by block (see `read`)
+
+
 def _cached(cache: Path, text: str) -> Lock | None:
-    """The lock kept for ``text``, if the cache holds one that passes the lock's checks."""
+    """The lock kept for ``text``, if the cache holds one for it.
+
+    Each stage block stays JSON text until it is asked for, and is checked then
+    (:class:`_Blocks`); a sweep's lock of forty thousand blocks opens in the time it
+    takes to read it.
+    """
     try:
         saved = json.loads(cache.read_text(encoding="utf-8"))
-        if saved["md5"] != _md5(text):
+        if saved["md5"] != _md5(text) or saved["schema"] != SCHEMA:
             return None
-        data = saved["lock"]
-        _check(data, _DOCUMENT, ())
-        return _from_dict(data) if data["schema"] == SCHEMA else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, _Mismatch):
+        blocks = saved["blocks"]
+        if not isinstance(blocks, dict) or not all(isinstance(b, str) for b in blocks.values()):
+            return None
+        full = functools.cache(lambda: loads(text))
+        return Lock(_Blocks(blocks, lambda name, raw: json.loads(raw), full))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # no cache, not for this text, or not a lock: parse the YAML
+
+
+def _by_block(text: str, source: str) -> Lock | None:
+    """The lock as blocks of YAML text by stage name, if it has the layout `dumps` writes.
+
+    ``None`` where it has not (another schema line, a key that is not plain, the same
+    stage twice): then the whole text is parsed as usual.
+    """
+    head = f"schema: {SCHEMA}\nstages:\n"
+    if not text.startswith(head):
+        return None
+    raw: dict[str, str] = {}
+    blocks = iter(_blocks(text))
+    for block in blocks:
+        first, _, rest = block.partition("\n")
+        if first.startswith("  ? ") and not rest:  # a key over 128 characters: `? key`
+            name, block = first[4:], block + next(blocks, "")  # and its `: value` block
+            if not block.split("\n")[1].startswith("  : "):
+                return None
+        elif first.endswith(":"):
+            name = first[2:-1]
+        else:
+            return None
+        if not _PLAIN_KEY.fullmatch(name) or name.lower() in _NOT_STRINGS or name in raw:
+            return None
+        raw[name] = block
+    yaml, loader, _ = _yaml()
+
+    def parse(name: str, block: str) -> Any:
+        try:
+            doc = yaml.load("stages:\n" + block, Loader=loader)
+        except yaml.YAMLError as exc:
+            raise ValueError(name) from exc
+        if not isinstance(doc, dict) or list(doc) != ["stages"] or list(doc["stages"]) != [name]:
+            raise ValueError(name)
+        return doc["stages"][name]
+
+    return Lock(_Blocks(raw, parse, functools.cache(lambda: loads(text, source))))
+
+
+# A block's first line when its key is a plain YAML scalar that reads as a string.
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-\[\]=,|+]*")
+_NOT_STRINGS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
+
+
+class _Blocks(Mapping[str, StageLock]):
+    """Stage blocks kept as text, each parsed and checked when first asked for.
+
+    A block that cannot be parsed alone or does not pass the lock's checks comes from
+    ``whole`` (the whole text parsed and checked as usual: its error names the line).
+    """
+
+    def __init__(
+        self,
+        raw: Mapping[str, str],
+        parse: Callable[[str, str], Any],
+        whole: Callable[[], Lock],
+    ) -> None:
+        self._raw, self._parse, self._whole = raw, parse, whole
+        self._parsed: dict[str, StageLock] = {}
+
+    def __getitem__(self, name: str) -> StageLock:
+        if name not in self._parsed:
+            if name not in self._raw:
+                raise KeyError(name)
+            try:
+                data = self._parse(name, self._raw[name])
+                _check(data, _STAGE, ("stages", name))
+                self._parsed[name] = _stage(data)
+            except (ValueError, TypeError, KeyError, AttributeError, _Mismatch):
+                self._parsed[name] = self._whole().stages[name]
+        return self._parsed[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
 
 
 def update(path: Path, stage: str, entry: StageLock, cache: Path | None = None) -> Lock:
@@ -201,13 +294,11 @@ def update(path: Path, stage: str, entry: StageLock, cache: Path | None = None) 
 
 def _blocks(text: str) -> list[str]:
     """The lock text cut into its stage blocks (each starts at a two-space indented key)."""
-    blocks: list[str] = []
-    for line in text.splitlines(keepends=True):
-        if (line.startswith("  ") and not line.startswith("   ")) or not blocks:
-            blocks.append(line)
-        else:
-            blocks[-1] += line
-    return blocks[1:]  # the first is `schema` and `stages:`
+    pieces = _BLOCK_START.split(text)
+    return pieces[2:] if pieces[0] == "" else pieces[1:]  # the first is `schema`, `stages:`
+
+
+_BLOCK_START = re.compile(r"(?m)^(?=  [^ ])")
 
 
 def _others_kept(old: str, new: str, stage: str, entry: StageLock) -> bool:
@@ -223,10 +314,14 @@ def _md5(text: str) -> str:
 
 
 def _save(cache: Path, text: str, lock: Lock) -> None:
-    """Keep ``lock`` as JSON for ``text``, if JSON gives it back exactly (it is only a cache)."""
-    data = json.dumps({"md5": _md5(text), "lock": to_dict(lock)}, sort_keys=True)
-    if _from_dict(json.loads(data)["lock"]) != lock:
-        return
+    """Keep ``lock`` as JSON for ``text``, each block JSON gives back exactly (only a cache)."""
+    blocks = {}
+    for name, block in to_dict(lock)["stages"].items():
+        raw = json.dumps(block, sort_keys=True)
+        if _stage(json.loads(raw)) != lock.stages[name]:
+            return
+        blocks[name] = raw
+    data = json.dumps({"md5": _md5(text), "schema": SCHEMA, "blocks": blocks}, sort_keys=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
     tmp.write_text(data, encoding="utf-8")

@@ -62,8 +62,14 @@ def test_an_override_that_reads_the_environment_is_refused(cli: Cli, workspace: 
 
 
 def _plant(workspace: Path, edit) -> None:
+    """Edit the parsed lock as a document (its blocks are kept as JSON text)."""
     saved = json.loads((workspace / CACHE).read_text())
-    edit(saved["lock"])
+    doc = {"stages": {name: json.loads(raw) for name, raw in saved["blocks"].items()}}
+    edit(doc)
+    found = doc["stages"]
+    saved["blocks"] = (
+        {k: json.dumps(v) for k, v in found.items()} if isinstance(found, dict) else found
+    )
     (workspace / CACHE).write_text(json.dumps(saved))
 
 

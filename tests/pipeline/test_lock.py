@@ -159,7 +159,9 @@ def test_update_keeps_every_other_block_as_the_yaml_has_it(tmp_path: Path) -> No
     a, b = lock.StageLock("fa", "d", {}, {"lr": 1}), lock.StageLock("fb", "d", {}, {"x": 2})
     lock.write(path, lock.Lock({"a": a, "b": b}), cache)
     saved = json.loads(cache.read_text())
-    saved["lock"]["stages"]["b"]["config"]["x"] = 99  # planted: passes every shape check
+    block = json.loads(saved["blocks"]["b"])
+    block["config"]["x"] = 99  # planted: passes every shape check
+    saved["blocks"]["b"] = json.dumps(block)
     cache.write_text(json.dumps(saved))
     new_a = lock.StageLock("fa2", "d", {}, {"lr": 3})
     written = lock.update(path, "a", new_a, cache)
@@ -172,9 +174,82 @@ def test_a_cached_parse_that_fails_the_checks_is_ignored(tmp_path: Path) -> None
     good = lock.Lock({"a": lock.StageLock("fa", "d", {}, {}, outputs={"model": pin})})
     lock.write(path, good, cache)
     saved = json.loads(cache.read_text())
+    block = json.loads(saved["blocks"]["a"])
     for bad in ("../../etc", 5, None):
-        saved["lock"]["stages"]["a"]["outputs"]["model"]["name"] = bad
+        block["outputs"]["model"]["name"] = bad
+        saved["blocks"]["a"] = json.dumps(block)
+        cache.write_text(json.dumps(saved))
+        assert lock.read(path, cache) == good
+    for planted in ("{", "[1]", "not json"):
+        saved["blocks"]["a"] = planted
         cache.write_text(json.dumps(saved))
         assert lock.read(path, cache) == good
     cache.write_text('{"md5": 1, "lock": []}')
     assert lock.read(path, cache) == good
+
+
+def _sweep_lock(members: int) -> lock.Lock:
+    """A sweep's lock: one block per member, and one key too long for a plain YAML key."""
+    entry = _sample().stages["train"]
+    stages = {f"train[train.lr={i},train.seed=0]": entry for i in range(members)}
+    stages["plot[train.lr=" + "|".join(str(i) for i in range(60)) + "]"] = entry
+    return lock.Lock(stages)
+
+
+def test_a_big_lock_the_cache_lacks_is_read_block_by_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lock, "BY_BLOCK", 0)  # every lock counts as big
+    path, cache = tmp_path / lock.LOCK_NAME, tmp_path / "lock.json"
+    sweep = _sweep_lock(30)
+    lock.write(path, sweep)  # written without the cache: as `git checkout` leaves it
+    whole: list[str] = []
+    real = lock.loads
+    monkeypatch.setattr(lock, "loads", lambda text, source="": whole.append(source) or real(text))
+    found = lock.read(path, cache)
+    assert (
+        found.stages["train[train.lr=3,train.seed=0]"]
+        == sweep.stages["train[train.lr=3,train.seed=0]"]
+    )
+    assert whole == []  # one block parsed, not the file
+    assert found == sweep  # every block, the long key's among them
+    assert whole == []
+
+
+def test_a_broken_block_is_reported_with_its_line_when_it_is_needed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lock, "BY_BLOCK", 0)
+    path, cache = tmp_path / lock.LOCK_NAME, tmp_path / "lock.json"
+    lock.write(path, _sweep_lock(3))
+    head, _, tail = path.read_text().partition("  train[train.lr=0,train.seed=0]:\n")
+    tail = tail.replace("      val_accuracy: 0.98\n", "      val_accuracy: [0.98\n", 1)
+    path.write_text(f"{head}  train[train.lr=0,train.seed=0]:\n{tail}")
+    found = lock.read(path, cache)
+    assert found.stages["train[train.lr=2,train.seed=0]"].metrics == {"val_accuracy": 0.98}
+    with pytest.raises(LockError, match=rf"`{lock.LOCK_NAME}:\d+` is not valid YAML"):
+        found.stages["train[train.lr=0,train.seed=0]"]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda t: t.replace("schema: 1\n", "schema: 1 # reviewed\n"),  # another first line
+        lambda t: t.replace("  train[train.lr=1,", "  'train[train.lr=1,"),  # a quoted key
+        lambda t: t + t.split("stages:\n", 1)[1],  # every stage twice
+    ],
+)
+def test_a_lock_not_in_the_written_layout_is_parsed_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit
+) -> None:
+    monkeypatch.setattr(lock, "BY_BLOCK", 0)
+    path = tmp_path / lock.LOCK_NAME
+    lock.write(path, _sweep_lock(3))
+    path.write_text(edit(path.read_text()))
+    try:
+        expected = lock.loads(path.read_text())
+    except LockError as exc:
+        with pytest.raises(LockError, match=str(exc)[:20]):
+            lock.read(path, tmp_path / "lock.json")
+    else:
+        assert lock.read(path, tmp_path / "lock.json") == expected
