@@ -163,14 +163,18 @@ def read(path: Path, cache: Path | None = None) -> Lock:
     """
     if not path.exists():
         return Lock()
-    text = path.read_text(encoding="utf-8")
+    return _parse(path.read_text(encoding="utf-8"), path.name, cache)
+
+
+def _parse(text: str, source: str, cache: Path | None) -> Lock:
+    """The lock in ``text`` (see :func:`read`)."""
     if cache is None:
-        return loads(text, source=str(path.name))
+        return loads(text, source=source)
     found = _cached(cache, text)
     if found is None and len(text) > BY_BLOCK:
-        found = _by_block(text, str(path.name))
+        found = _by_block(text, source)
     if found is None:
-        found = loads(text, source=str(path.name))
+        found = loads(text, source=source)
         _save(cache, text, found)
     return found
 
@@ -283,10 +287,10 @@ def update(path: Path, stage: str, entry: StageLock, cache: Path | None = None) 
     change one of them, the cache lied, and the YAML itself is parsed and used instead.
     """
     text = path.read_text(encoding="utf-8") if path.exists() else ""
-    new = read(path, cache).with_stage(stage, entry)
+    new = _parse(text, path.name, cache).with_stage(stage, entry)
     new_text = dumps(new)
     if not _others_kept(text, new_text, stage, entry):
-        new = read(path).with_stage(stage, entry)
+        new = _parse(text, path.name, None).with_stage(stage, entry)
         new_text = dumps(new)
     _write(path, new_text, new, cache)
     return new

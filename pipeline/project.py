@@ -174,11 +174,12 @@ def open_project(
 
     With ``multirun`` the overrides define a sweep's members and stick to nothing. Given
     ``since_ns`` (when the command started), the declarations cache (`pipeline.declared`)
-    is asked first, unless ``declarations`` is false; the project is then
-    :attr:`Project.declared_only` where it could answer. The full path records it again.
+    is asked first, unless ``declarations`` is false (stages are about to run); the project
+    is then :attr:`Project.declared_only` where it could answer. The full path adds what it
+    composed to the cache and records it again.
     """
-    known = declared.recall(workspace) if since_ns is not None and declarations else None
-    if known is not None:
+    known = declared.recall(workspace) if since_ns is not None else None
+    if known is not None and declarations:
         with contextlib.suppress(compose.CacheMiss):
             return _open(workspace, known.stages, argv_overrides, reset, multirun, known)
     from pipeline.callback import stage_specs

@@ -69,16 +69,19 @@ class StatCache:
     def remember(self, path: str | Path, md5: str, st: os.stat_result | None = None) -> None:
         """Note a file's MD5 under its stat now (``st`` if given); written at the next flush."""
         st = st or os.stat(path)
-        key = str(path)[len(str(self._root)) + 1 :]
-        self._pending.append((key, st.st_size, st.st_mtime_ns, st.st_ino, md5))
+        self._pending.append((self._key(path), st.st_size, st.st_mtime_ns, st.st_ino, md5))
 
     def forget(self, paths: Iterable[Path]) -> None:
         """Drop the rows of these files: the next check hashes them again (they are damaged)."""
         self.flush()
-        keys = [(str(path)[len(str(self._root)) + 1 :],) for path in paths]
+        keys = [(self._key(path),) for path in paths]
         self._db.execute("BEGIN IMMEDIATE")
         self._db.executemany("DELETE FROM stat_cache WHERE path=?", keys)
         self._db.execute("COMMIT")
+
+    def _key(self, path: str | Path) -> str:
+        """A file's row: its path under the store's root."""
+        return str(path)[len(str(self._root)) + 1 :]
 
     def flush(self) -> None:
         """Write the rows gathered so far, in one transaction (or the one under way)."""
