@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import statistics
 import sys
@@ -23,6 +24,7 @@ def sweep_overrides(lrs: int, seeds: int) -> list[str]:
 def plan_seconds(lrs: int, seeds: int) -> dict[str, float]:
     """Seconds to open the project with the sweep (compose every member) and to plan it."""
     callback.stage_specs()  # the stage modules and Hydra are imported before the clock starts
+    importlib.import_module("networkx")  # and networkx, which builds the DAG
     start = time.perf_counter()
     project, _ = open_project(Path.cwd(), sweep_overrides(lrs, seeds), multirun=True)
     opened = time.perf_counter()

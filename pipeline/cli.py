@@ -272,6 +272,7 @@ def _run(args: argparse.Namespace) -> int:
 
     team = _team_cache(project) if args.pull else None
     done = execute(project, steps, options, cli_text.Progress(quiet=args.json), team)
+    project.record()
     if args.json:
         print(cli_text.steps(done, True, planned=False), end="")
     elif all(s.action != "run" for s in done):
@@ -362,6 +363,7 @@ def _status(args: argparse.Namespace) -> int:
 def _answer(args: argparse.Namespace, project: Any, steps: Sequence[Any], text: str) -> None:
     """Print the answer; remember it when every stage is fresh (see `pipeline.memo`)."""
     print(text, end="")
+    project.record()
     if all(s.state == "fresh" for s in steps):
         watched = project.watched(steps)
         memo.remember(project.store.root, _command(args), text, watched, args.started_ns)

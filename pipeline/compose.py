@@ -186,7 +186,7 @@ def _cached_typed(
         value = _typed(typed_bases[structural], override)
         cache[key] = ["refused"] if value is _REFUSED else ["value", value]
     held = cache[key]
-    return _REFUSED if held == ["refused"] else copy.deepcopy(held[1])
+    return _REFUSED if held == ["refused"] else held[1]  # `_set` copies it into a config
 
 
 def _cached_full(

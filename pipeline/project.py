@@ -8,7 +8,8 @@ module level (`pipeline.callback` is asked only on the full path).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +40,9 @@ class Project:
     states: dict[str, StageState]  # by member key: the stage's name outside a sweep
     members: dict[str, Member]
     wandb: dict[str, str] = field(default_factory=dict)  # W&B callback options
+    # Records what this opening composed in the declarations cache; the command calls it
+    # once it has succeeded, so that bad input writes nothing.
+    record: Callable[[], bool] = lambda: False
     launcher: list[str] = field(default_factory=list)  # Hydra overrides: hydra/launcher=...
 
     @property
@@ -176,7 +180,7 @@ def open_project(
     ``since_ns`` (when the command started), the declarations cache (`pipeline.declared`)
     is asked first, unless ``declarations`` is false (stages are about to run); the project
     is then :attr:`Project.declared_only` where it could answer. The full path adds what it
-    composed to the cache and records it again.
+    composed to the cache, recorded by :attr:`Project.record` when the command succeeds.
     """
     known = declared.recall(workspace) if since_ns is not None else None
     if known is not None and declarations:
@@ -186,10 +190,10 @@ def open_project(
 
     specs = stage_specs()
     caches = known or declared.Declarations([], {}, {}, {})
-    opened = _open(workspace, specs, argv_overrides, reset, multirun, caches)
+    project, overrides = _open(workspace, specs, argv_overrides, reset, multirun, caches)
     if since_ns is not None:
-        declared.remember(workspace, specs, caches, since_ns)
-    return opened
+        project.record = functools.partial(declared.remember, workspace, specs, caches, since_ns)
+    return project, overrides
 
 
 def _open(

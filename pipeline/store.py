@@ -414,8 +414,8 @@ class Store:
         the next commit of the same content rewrites them from the rebuilt bits.
         """
         problem = self.damage(pin, rehash=True)
-        row = self._version_row(pin.name, pin.version)
-        if problem is not None and row is not None:
+        row = self._version_row(pin.name, pin.version) if problem is not None else None
+        if row is not None:
             manifest: dict[str, str] = json.loads(row[5])
             folder = self.path(pin.name, pin.version)
             objects = self.root / "objects"

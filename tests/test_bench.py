@@ -34,6 +34,12 @@ def test_smoke_run_of_every_benchmark(tmp_path: Path) -> None:
         "first_commit_shards",
         "full_pipeline",
         "sweep_2000",
+        "after_touch_status",
+        "after_touch_run",
+        "after_edit_status",
+        "after_checkout_status",
+        "after_checkout_run",
+        "sweep_in_lock",
     ]
     assert all(r["ours"] or r["extra"].get("seconds") for r in doc["results"])
     assert doc["smoke"] is True
