@@ -7,8 +7,10 @@ import errno
 import json
 import os
 import shlex
+import signal
 import sqlite3
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -31,8 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workspace",
         type=Path,
-        default=Path("."),
-        help="folder holding the lock, .pipeline/ and outputs/ (default: .)",
+        default=None,
+        help="folder holding the lock, .pipeline/ and outputs/ (default: the nearest folder "
+        "upward holding either, as git finds its repository; else .)",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run(sub.add_parser("run", help="bring STAGE up to date, running what is stale"))
@@ -97,8 +100,38 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a `kill`, a cluster's time limit), handled as Ctrl-C is: exit code 143."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def find_workspace(start: Path) -> Path:
+    """The nearest folder from ``start`` upward holding a lock or a store; else ``start``.
+
+    As git finds its repository and DVC its project: a command typed in a subfolder of a
+    workspace (`outputs/`, a notebook folder) means that workspace.
+    """
+    for folder in [start, *start.parents]:
+        if (folder / "dvc_free_lock.yaml").is_file() or (folder / memo.STORE_DIR).is_dir():
+            return folder
+    return start
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code (143 after SIGTERM, 130 after Ctrl-C)."""
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    before = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     started = time.time_ns()  # the memo trusts only files not modified since
     argv = list(sys.argv[1:] if argv is None else argv)
     again = f"python -m pipeline {shlex.join(argv)}"
@@ -111,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.args += extra
         elif extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        workspace = args.workspace.resolve()
+        workspace = (args.workspace or find_workspace(Path.cwd())).resolve()
         if not workspace.is_dir():
             raise UsageError(f"workspace `{workspace}` is not a folder; create it or pass another")
         # Relative paths in configs (a dataset's `root`) mean the workspace, wherever we started.
@@ -147,13 +180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {problem}", file=sys.stderr)
         return UsageError.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(
             "interrupted: stages that finished are kept in the store and the lock; "
             f"resume with `{again}`",
             file=sys.stderr,
         )
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 def _written(filename: object) -> str:

@@ -106,8 +106,9 @@ class WaveTask:
             _release(exc)
             free = shutil.disk_usage(staging).free
             store.clean_tmp(staging)
-            store.runs.end(run_id, None, {}, tracked.tracking)
-            if isinstance(exc, KeyboardInterrupt):
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            store.runs.end(run_id, None, {}, tracked.tracking, interrupted=interrupted)
+            if interrupted:
                 raise
             if isinstance(exc, StageInputError):  # bad input, not a bug: no traceback
                 raise ConfigError(f"stage `{job.key}`: {exc}") from exc

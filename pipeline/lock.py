@@ -137,6 +137,7 @@ def _write(path: Path, text: str, lock: Lock, cache: Path | None) -> bool:
         return False
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, _mode(path))  # mkstemp's 0600 would make a committed lock private
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -148,6 +149,16 @@ def _write(path: Path, text: str, lock: Lock, cache: Path | None) -> bool:
     if cache is not None:
         _save(cache, text, lock)
     return True
+
+
+def _mode(path: Path) -> int:
+    """The lock's permissions: those it has, or what the umask gives a new file (0644)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def read(path: Path, cache: Path | None = None) -> Lock:

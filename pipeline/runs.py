@@ -55,13 +55,15 @@ class RunIndex:
         outputs: Mapping[str, OutputPin] | None,
         metrics: Mapping[str, Any],
         tracking: Mapping[str, Any] | None = None,
+        interrupted: bool = False,
     ) -> None:
-        """Record a run's end: its outputs on success, ``None`` on failure."""
+        """Record a run's end: its outputs on success, ``None`` on failure (or interruption)."""
+        status = "ok" if outputs is not None else "interrupted" if interrupted else "failed"
         with self._transaction() as db:
             db.execute(
                 "UPDATE runs SET status=?, ended=?, outputs=?, metrics=?, tracking=? WHERE id=?",
                 (
-                    "ok" if outputs is not None else "failed",
+                    status,
                     time.time(),
                     json.dumps({k: vars(v) for k, v in (outputs or {}).items()}, sort_keys=True),
                     json.dumps(dict(metrics), sort_keys=True),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -269,3 +270,16 @@ def test_a_repeated_no_op_answers_from_the_memo_until_something_changes(
     assert full.stdout == answers[0]
     assert "pipeline.project" in imported(full)  # the memo could not answer: planned afresh
     assert not imported(full) & {"hydra", "networkx"}  # from the declarations cache
+
+
+def test_a_subfolder_of_a_workspace_means_the_workspace(cli: Cli, workspace: Path) -> None:
+    """As git finds its repository: the nearest folder upward with a lock or a store."""
+    inside = workspace / "notebooks" / "deeper"
+    inside.mkdir(parents=True)
+    here = make_cli(inside)
+    assert here("status").stdout == cli("status").stdout
+    assert (
+        not (inside / ".pipeline").exists() and not (workspace / "notebooks" / ".pipeline").exists()
+    )
+    alone = here("--workspace", ".", "status", "--json")  # --workspace still wins
+    assert {s["state"] for s in json.loads(alone.stdout)["stages"].values()} == {"never-ran"}

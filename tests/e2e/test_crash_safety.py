@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -108,8 +110,11 @@ def test_a_run_killed_anywhere_resumes_with_the_same_digests(
     assert list((workspace / ".pipeline" / "tmp").iterdir()) == []  # leftovers cleaned
 
 
-def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(
-    tmp_path: Path, reference: dict[str, dict[str, str]]
+@pytest.mark.parametrize(
+    ("sent", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"]
+)
+def test_ctrl_c_or_sigterm_stops_cleanly_and_the_next_run_resumes(
+    tmp_path: Path, reference: dict[str, dict[str, str]], sent: signal.Signals, code: int
 ) -> None:
     workspace = tmp_path / "ws"
     workspace.mkdir()
@@ -127,9 +132,15 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(
     for line in proc.stdout:
         if line.startswith("train: run"):
             break
-    proc.send_signal(signal.SIGINT)
+    index = workspace / ".pipeline" / "index.sqlite"
+    for _ in range(600):  # until train's run is in the index: the signal lands inside it
+        with sqlite3.connect(index) as db:
+            if db.execute("SELECT 1 FROM runs WHERE stage='train'").fetchone():
+                break
+        time.sleep(0.05)
+    proc.send_signal(sent)
     _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
     assert stderr.strip().splitlines()[-1] == (
         "interrupted: stages that finished are kept in the store and the lock; "
         "resume with `python -m pipeline run train.epochs=200`"
@@ -137,6 +148,9 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(
     assert "Traceback" not in stderr
     assert set(assert_valid(workspace).stages) == {"prepare_data"}
     assert list((workspace / ".pipeline" / "tmp").iterdir()) == []
+    with sqlite3.connect(index) as db:
+        runs = dict(db.execute("SELECT stage, status FROM runs").fetchall())
+    assert runs == {"prepare_data": "ok", "train": "interrupted"}
     resumed = make_cli(workspace)("run", *ARGS, "--json")
     assert actions(resumed)["prepare_data"] == "reuse"
     assert _digests(assert_valid(workspace)) == reference

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,16 @@ def test_a_lock_not_in_the_written_layout_is_parsed_whole(
             lock.read(path, tmp_path / "lock.json")
     else:
         assert lock.read(path, tmp_path / "lock.json") == expected
+
+
+def test_the_lock_gets_the_permissions_a_new_file_gets_or_keeps_its_own(tmp_path: Path) -> None:
+    path = tmp_path / lock.LOCK_NAME
+    umask = os.umask(0o022)
+    try:
+        lock.write(path, _sample())
+        assert path.stat().st_mode & 0o777 == 0o644  # as the committed lock is, not 0600
+        path.chmod(0o640)
+        lock.write(path, _sample().without_stage("train"))
+        assert path.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(umask)
