@@ -301,14 +301,29 @@ def stage_specs() -> tuple[StageSpec, ...]:
     package = os.environ.get(STAGES_ENV) or "stages"
     try:
         module = importlib.import_module(package)
+        specs: tuple[StageSpec, ...] = tuple(getattr(module, "STAGES", ()))
     except ModuleNotFoundError as exc:
         raise UsageError(
             f"`{STAGES_ENV}={package}`: no such package ({exc}); "
             "name an importable package that defines STAGES"
         ) from exc
-    specs: tuple[StageSpec, ...] = tuple(getattr(module, "STAGES", ()))
+    except SyntaxError as exc:  # a stage module being edited: where, and what
+        where = f"{exc.filename}:{exc.lineno}" if exc.filename else package
+        raise UsageError(f"`{where}`: {exc.msg}; fix the stage's code and rerun") from None
     if not specs:
         raise UsageError(f"package `{package}` defines no STAGES; list its stage specs there")
+    names: set[str] = set()
+    for spec in specs:
+        if not isinstance(spec, StageSpec):
+            raise UsageError(
+                f"`{package}.STAGES` holds {type(spec).__name__} `{spec!r:.60}`, not a "
+                "StageSpec; list each stage's SPEC there"
+            )
+        if spec.name in names:
+            raise UsageError(
+                f"`{package}.STAGES` lists two stages named `{spec.name}`; give each its own name"
+            )
+        names.add(spec.name)
     return specs
 
 

@@ -122,13 +122,18 @@ def find_workspace(start: Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (143 after SIGTERM, 130 after Ctrl-C)."""
-    if threading.current_thread() is not threading.main_thread():
-        return _main(argv)
-    before = signal.signal(signal.SIGTERM, _terminate)
+    main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then one more case below
+        return code
+    except BrokenPipeError:  # `lineage ... | head`: the reader had enough; so do we
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports a process stopped by SIGPIPE
     finally:
-        signal.signal(signal.SIGTERM, before)
+        if main_thread:
+            signal.signal(signal.SIGTERM, before)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -175,8 +180,10 @@ def _main(argv: Sequence[str] | None) -> int:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        raise  # `main` answers it
     except (OSError, sqlite3.Error) as exc:
-        if (problem := _cannot_write(exc)) is None:
+        if (problem := _cannot_write(exc) or _damaged_index(exc)) is None:
             raise
         print(f"error: {problem}", file=sys.stderr)
         return UsageError.exit_code
@@ -236,6 +243,20 @@ def _cannot_write(exc: BaseException) -> str | None:
 
 
 _PLUMBING = ("/hydra/", "/hydra_zen/", "/omegaconf/", "/pipeline/runner.py")
+
+
+def _damaged_index(exc: BaseException) -> str | None:
+    """The store's index is not an SQLite database any more: say so, and how to start anew."""
+    text = str(exc)
+    if not isinstance(exc, sqlite3.DatabaseError) or not any(
+        words in text for words in ("not a database", "malformed", "disk image")
+    ):
+        return None
+    index = Path(memo.STORE_DIR) / "index.sqlite"
+    return (
+        f"the store's index `{index}` is damaged ({text}); move it aside (`mv {index} "
+        f"{index}.damaged`) and rerun: the stages run again and register their versions anew"
+    )
 
 
 def _print_stage_traceback(exc: BaseException) -> None:

@@ -174,7 +174,20 @@ def read(path: Path, cache: Path | None = None) -> Lock:
     """
     if not path.exists():
         return Lock()
-    return _parse(path.read_text(encoding="utf-8"), path.name, cache)
+    return _parse(_text(path), path.name, cache)
+
+
+def _text(path: Path) -> str:
+    """The lock's text; a folder, or bytes that are not UTF-8, are bad input named as such."""
+    if path.is_dir():
+        raise LockError(f"`{path.name}` is a folder, not a lock file; move it away or delete it")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise LockError(
+            f"`{path.name}` is not UTF-8 text (a binary file, or another encoding such as "
+            "UTF-16); restore it (`git checkout dvc_free_lock.yaml`) or delete it"
+        ) from None
 
 
 def _parse(text: str, source: str, cache: Path | None) -> Lock:
@@ -297,7 +310,7 @@ def update(path: Path, stage: str, entry: StageLock, cache: Path | None = None) 
     The other blocks must come out byte for byte as they were: if a cached parse would
     change one of them, the cache lied, and the YAML itself is parsed and used instead.
     """
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    text = _text(path) if path.exists() else ""
     new = _parse(text, path.name, cache).with_stage(stage, entry)
     new_text = dumps(new)
     if not _others_kept(text, new_text, stage, entry):

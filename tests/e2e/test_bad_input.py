@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,59 @@ def _edit_lock(old: str, new: str) -> Callable[[Path], None]:
 def _drop_model(workspace: Path) -> None:
     folder = workspace / ".pipeline" / "artifacts" / "model" / "v0"
     shutil.rmtree(folder)
+
+
+def _write_lock(data: bytes) -> Callable[[Path], None]:
+    def write(workspace: Path) -> None:
+        (workspace / LOCK).write_bytes(data)
+
+    return write
+
+
+def _lock_as_folder(workspace: Path) -> None:
+    (workspace / LOCK).unlink()
+    (workspace / LOCK).mkdir()
+
+
+def _index(edit: Callable[[bytes], bytes]) -> Callable[[Path], None]:
+    def damage(workspace: Path) -> None:
+        index = workspace / ".pipeline" / "index.sqlite"
+        index.write_bytes(edit(index.read_bytes()))
+
+    return damage
+
+
+def _own_stages(edit: Callable[[Path], None]) -> Callable[[Path], None]:
+    """The workspace gets its own copy of the stages (it comes first on `sys.path`), edited."""
+
+    def setup(workspace: Path) -> None:
+        import stages
+
+        shutil.copytree(
+            Path(stages.__file__).parent,
+            workspace / "stages",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        edit(workspace / "stages")
+
+    return setup
+
+
+def _append(name: str, text: str) -> Callable[[Path], None]:
+    def edit(folder: Path) -> None:
+        with (folder / name).open("a") as fh:
+            fh.write(text)
+
+    return edit
+
+
+def _replace(name: str, old: str, new: str) -> Callable[[Path], None]:
+    def edit(folder: Path) -> None:
+        source = (folder / name).read_text()
+        assert old in source
+        (folder / name).write_text(source.replace(old, new, 1))
+
+    return edit
 
 
 # (what, setup of the workspace, command, the start of the one line on stderr)
@@ -151,6 +205,54 @@ CASES = [
         ("run", "prepare_data.dataset=mnist1d", "prepare_data.dataset.num_samples=0"),
         "error: stage `prepare_data`: `prepare_data.dataset.num_samples=0` makes an empty dataset",
     ),
+    (
+        "a lock that is binary",
+        _write_lock(b"\x89PNG\r\n\x1a\n\x00\xff\xfe"),
+        ("status",),
+        f"error: `{LOCK}` is not UTF-8 text",
+    ),
+    (
+        "a lock in UTF-16",
+        _write_lock("schema: 1\nstages: {}\n".encode("utf-16")),
+        ("status",),
+        f"error: `{LOCK}` is not UTF-8 text",
+    ),
+    (
+        "a lock that is a folder",
+        _lock_as_folder,
+        ("status",),
+        f"error: `{LOCK}` is a folder, not a lock file",
+    ),
+    (
+        "an index that is garbage",
+        _index(lambda data: b"not a database, " * 64),
+        ("status",),
+        "error: the store's index `.pipeline/index.sqlite` is damaged (file is not a database)",
+    ),
+    (
+        "a truncated index",
+        _index(lambda data: data[: len(data) // 3]),
+        ("run",),
+        "error: the store's index `.pipeline/index.sqlite` is damaged (",
+    ),
+    (
+        "a stage module with a syntax error",
+        _own_stages(_append("train.py", "\ndef broken(:\n")),
+        ("status",),
+        "stages/train.py:",
+    ),
+    (
+        "STAGES holding something that is not a StageSpec",
+        _own_stages(_append("__init__.py", "\nSTAGES = ('train',)\n")),
+        ("status",),
+        "error: `stages.STAGES` holds str `'train'`, not a StageSpec",
+    ),
+    (
+        "two stages with one name",
+        _own_stages(_replace("__init__.py", '    "plot",\n', '    "plot",\n    "plot",\n')),
+        ("status",),
+        "error: `stages.STAGES` lists two stages named `plot`",
+    ),
 ]
 
 
@@ -263,3 +365,21 @@ snap after
     assert {k: v for k, v in after.items() if k.startswith(kept)} == {
         k: v for k, v in before.items() if k.startswith(kept)
     }
+
+
+def test_a_closed_pipe_ends_the_command_quietly(cli: Cli, workspace: Path) -> None:
+    """`python -m pipeline lineage ... | head`: no traceback when the reader stops reading."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "lineage", "model:v0"],
+        cwd=workspace,
+        env=env_for(workspace),
+        stdout=write,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    os.close(write)
+    assert done.returncode == 141, done.stderr
+    assert done.stderr == ""
