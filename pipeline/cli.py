@@ -152,6 +152,8 @@ def _main(argv: Sequence[str] | None) -> int:
         workspace = (args.workspace or find_workspace(Path.cwd())).resolve()
         if not workspace.is_dir():
             raise UsageError(f"workspace `{workspace}` is not a folder; create it or pass another")
+        if getattr(args, "html", None) is not None:  # a path the user typed means theirs
+            args.html = args.html.absolute()
         # Relative paths in configs (a dataset's `root`) mean the workspace, wherever we started.
         os.chdir(workspace)
         args.workspace = workspace

@@ -57,10 +57,26 @@ def _dag(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_page(target: Path) -> None:
+    """``--html FILE`` must name a file in a folder that exists."""
+    if target.is_dir():
+        raise UsageError(
+            f"`--html {target}` is a folder; name a file in it, e.g. "
+            f"`--html {target / 'lineage.html'}`"
+        )
+    if not target.parent.is_dir():
+        raise UsageError(
+            f"`--html {target}`: the folder `{target.parent}` does not exist; create it "
+            "or write the page elsewhere"
+        )
+
+
 def _lineage(args: argparse.Namespace) -> int:
     from pipeline import lineage
     from pipeline.store import open_existing
 
+    if args.html is not None:
+        _check_page(args.html)
     store = open_existing(args.workspace)
     graph = lineage.of(store, *lineage.parse_ref(args.ref))
     if args.html:

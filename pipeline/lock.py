@@ -36,7 +36,21 @@ def _yaml() -> tuple[Any, Any, Any]:
         def ignore_aliases(self, data: Any) -> bool:
             return True
 
-    return yaml, getattr(yaml, "CSafeLoader", yaml.SafeLoader), Dumper
+    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+        """Safe YAML that refuses a key given twice (YAML itself keeps the last silently)."""
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[str] = set()
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"`{key.value}` appears twice", key.start_mark
+                        )
+                    seen.add(key.value)
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml, Loader, Dumper
 
 
 @dataclass(frozen=True)
@@ -194,13 +208,40 @@ def _parse(text: str, source: str, cache: Path | None) -> Lock:
     """The lock in ``text`` (see :func:`read`)."""
     if cache is None:
         return loads(text, source=source)
+    found, keep = _parse_later(text, source, cache)
+    if keep is not None:
+        keep()
+    return found
+
+
+def read_later(path: Path, cache: Path) -> tuple[Lock, Callable[[], None]]:
+    """:func:`read`, and what keeps the parsed lock in ``cache``: to call once all went well.
+
+    A command on bad input then writes nothing, not even the parsed lock.
+    """
+    if not path.exists():
+        return Lock(), lambda: None
+    text = _text(path)
+    found, keep = _parse_later(text, path.name, cache)
+    if keep is None:
+        return found, lambda: None
+
+    def keep_if_unchanged() -> None:  # a run may have written the lock since
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            keep()
+
+    return found, keep_if_unchanged
+
+
+def _parse_later(text: str, source: str, cache: Path) -> tuple[Lock, Callable[[], None] | None]:
+    """The lock in ``text``, and what keeps it in ``cache`` (``None``: the cache answered)."""
     found = _cached(cache, text)
     if found is None and len(text) > BY_BLOCK:
         found = _by_block(text, source)
-    if found is None:
-        found = loads(text, source=source)
-        _save(cache, text, found)
-    return found
+    if found is not None:
+        return found, None
+    parsed = loads(text, source=source)
+    return parsed, functools.partial(_save, cache, text, parsed)
 
 
 BY_BLOCK = 1 << 20  # bytes: a larger lock is read block by block (see `read`)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from pipeline import compose, declared, graph, lock, memo
 from pipeline.declared import Declared
 from pipeline.digest import code_files
-from pipeline.errors import UsageError
+from pipeline.errors import ConfigError, UsageError
 from pipeline.lock import Lock
 from pipeline.plan import Options, StageState, Step, plan
 from pipeline.spec import StageSpec
@@ -40,9 +40,16 @@ class Project:
     states: dict[str, StageState]  # by member key: the stage's name outside a sweep
     members: dict[str, Member]
     wandb: dict[str, str] = field(default_factory=dict)  # W&B callback options
-    # Records what this opening composed in the declarations cache; the command calls it
-    # once it has succeeded, so that bad input writes nothing.
-    record: Callable[[], bool] = lambda: False
+    # The caches this opening would write (the parsed lock, the declarations): written by
+    # `record`, which the command calls once it has succeeded, so that bad input writes nothing.
+    pending: list[Callable[[], object]] = field(default_factory=list)
+
+    def record(self) -> None:
+        """Write the caches this opening filled (see ``pending``)."""
+        for write in self.pending:
+            write()
+        self.pending.clear()
+
     launcher: list[str] = field(default_factory=list)  # Hydra overrides: hydra/launcher=...
 
     @property
@@ -127,7 +134,7 @@ def load(
     }:
         caches.dag = graph.build(nodes)
     dag = caches.dag
-    current = lock.read(workspace / lock.LOCK_NAME, cache=lock_cache(workspace))
+    current, keep_lock = lock.read_later(workspace / lock.LOCK_NAME, lock_cache(workspace))
     full = [spec for spec in specs_by_name.values() if isinstance(spec, StageSpec)]
     if len(full) == len(specs_by_name):
         from pipeline import callback
@@ -140,16 +147,27 @@ def load(
         name: code_files(code_root(spec), [spec.module], caches.imports)
         for name, spec in specs_by_name.items()
     }
-    merged = {}
+    merged, from_lock = {}, {}
     for key, member in members.items():
         entry = current.stages.get(member.stage)
         recorded = () if member.stage in set(reset) or entry is None else entry.overrides
         new = [*(overrides or {}).get(member.stage, ()), *member.own]
         merged[key] = compose.merge(recorded, new)
+        from_lock[member.stage] = {compose.override_key(o) for o in recorded} - {
+            compose.override_key(o) for o in new
+        }
     states = {}
     for name, spec in specs_by_name.items():
         keys = [k for k, m in members.items() if m.stage == name]
-        composed_all = compose.compose_all(spec, [merged[k] for k in keys], caches.configs)
+        try:
+            composed_all = compose.compose_all(spec, [merged[k] for k in keys], caches.configs)
+        except ConfigError as exc:
+            if not any(f"`{name}.{k}" in str(exc) for k in from_lock.get(name, ())):
+                raise
+            raise ConfigError(
+                f"{exc}; the lock's `{name}` block recorded it: drop what it recorded with "
+                f"`python -m pipeline run {name} --reset {name}`"
+            ) from exc
         for key, composed in zip(keys, composed_all, strict=True):
             states[key] = StageState(
                 config=composed.config,
@@ -158,7 +176,9 @@ def load(
                 artifacts={o.name: o.artifact_name(composed.choices) for o in spec.logs},
                 stage=name,
             )
-    return Project(workspace, specs_by_name, dag, current, Store(workspace), states, members)
+    project = Project(workspace, specs_by_name, dag, current, Store(workspace), states, members)
+    project.pending.append(keep_lock)
+    return project
 
 
 def lock_cache(workspace: Path) -> Path:
@@ -192,7 +212,9 @@ def open_project(
     caches = known or declared.Declarations([], {}, {}, {})
     project, overrides = _open(workspace, specs, argv_overrides, reset, multirun, caches)
     if since_ns is not None:
-        project.record = functools.partial(declared.remember, workspace, specs, caches, since_ns)
+        project.pending.append(
+            functools.partial(declared.remember, workspace, specs, caches, since_ns)
+        )
     return project, overrides
 
 

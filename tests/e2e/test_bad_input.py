@@ -206,6 +206,34 @@ CASES = [
         "error: stage `prepare_data`: `prepare_data.dataset.num_samples=0` makes an empty dataset",
     ),
     (
+        "a stage's block twice in the lock (a merge kept both)",
+        lambda ws: (ws / LOCK).write_text(
+            (ws / LOCK).read_text() + (ws / LOCK).read_text().split("stages:\n", 1)[1]
+        ),
+        ("status",),
+        "appears twice); fix it",
+    ),
+    (
+        "lineage --html into a folder that does not exist",
+        None,
+        ("lineage", "model:v0", "--html", "nowhere/page.html"),
+        "does not exist; create it or write the page elsewhere",
+    ),
+    (
+        "lineage --html onto a folder",
+        lambda ws: (ws / "pages").mkdir(),
+        ("lineage", "model:v0", "--html", "pages"),
+        "is a folder; name a file in it",
+    ),
+    (
+        "an unknown key recorded in the lock",
+        _edit_lock("- epochs=2\n", "- lrr=2\n"),
+        ("status",),
+        "error: unknown config key `train.lrr`; did you mean `train.lr`? (`python -m stages.train "
+        "--help` lists the keys); the lock's `train` block recorded it: drop what it recorded "
+        "with `python -m pipeline run train --reset train`",
+    ),
+    (
         "a lock that is binary",
         _write_lock(b"\x89PNG\r\n\x1a\n\x00\xff\xfe"),
         ("status",),
