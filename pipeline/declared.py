@@ -17,8 +17,6 @@ path; it never decides alone, and a cache that cannot be read as one is ignored.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import importlib.util
 import json
 import os
@@ -30,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import graph, memo, outline
-from pipeline.digest import code_files
+from pipeline.digest import code_files, file_md5
 from pipeline.memo import STORE_DIR
 from pipeline.spec import OUT_PARAM, Output
 
@@ -105,6 +103,11 @@ class Declarations:
     imports: dict[str, list[list[str]]]  # `digest.code_files`'s cache: what each file imports
     dag: graph.Dag | None = None  # networkx's DAG of the stages
 
+    @classmethod
+    def empty(cls) -> Declarations:
+        """Nothing cached yet: what a first opening fills."""
+        return cls([], {}, {}, {})
+
 
 def package() -> str:
     """The stages' package, as `callback.stage_specs` finds it."""
@@ -140,13 +143,8 @@ def _sources(
     found = code_files(root, names, imports)
     for top in sorted({root / m.split(".")[0] for m in names}):
         for path in sorted(top.rglob("*.py")) if top.is_dir() else ():
-            found.setdefault(path.relative_to(root).as_posix(), _md5(path))
+            found.setdefault(path.relative_to(root).as_posix(), file_md5(path))
     return found
-
-
-def _md5(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return base64.b64encode(hashlib.file_digest(fh, "md5").digest()).decode("ascii")
 
 
 def _context(imports: Iterable[str]) -> list[Any]:
@@ -156,7 +154,7 @@ def _context(imports: Iterable[str]) -> list[Any]:
         _VERSION,
         sys.version,
         package(),
-        [[p.name, _md5(p)] for p in tool],
+        [[p.name, file_md5(p)] for p in tool],
         memo.libraries([*_LIBRARIES, *imports]),
     ]
 
@@ -204,7 +202,7 @@ def _imports(data: object) -> dict[str, list[list[str]]]:
     for key, alternatives in data.items():
         if not isinstance(alternatives, list):
             raise TypeError("not a list")
-        found[str(key)] = [list(map(str, outline._strings(a))) for a in alternatives]
+        found[str(key)] = [list(map(str, outline.names(a))) for a in alternatives]
     return found
 
 

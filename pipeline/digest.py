@@ -23,7 +23,11 @@ def file_md5(path: str | Path) -> str:
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
             hasher.update(chunk)
-    return base64.b64encode(hasher.digest()).decode("ascii")
+    return _b64(hasher.digest())
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
 
 
 def files_md5(paths: Sequence[str | Path]) -> list[str]:
@@ -115,7 +119,7 @@ def code_files(
         if rel in files:
             continue
         data = path.read_bytes()
-        files[rel] = base64.b64encode(hashlib.md5(data).digest()).decode("ascii")
+        files[rel] = _b64(hashlib.md5(data).digest())  # as `file_md5`; the bytes parse too
         name = ".".join(path.relative_to(root).with_suffix("").parts)
         key = f"{name}:{files[rel]}"
         if key not in known:

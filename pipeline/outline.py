@@ -58,16 +58,16 @@ class Outline:
 def from_json(data: Mapping[str, Any]) -> Outline:
     """The outline :meth:`Outline.to_json` wrote; ``TypeError``/``KeyError`` if it is not one."""
     passed = data["passed"]
-    if not isinstance(passed, list) or not all(len(_strings(p)) == 3 for p in passed):
+    if not isinstance(passed, list) or not all(len(names(p)) == 3 for p in passed):
         raise TypeError("not an outline")
     return Outline(
         digest=str(data["digest"]),
         bodies={str(k): str(v) for k, v in _mapping(data["bodies"]).items()},
-        reached=frozenset(_strings(data["reached"])),
+        reached=frozenset(names(data["reached"])),
         passed=frozenset((p[0], p[1], p[2]) for p in passed),
-        calls={str(k): frozenset(_strings(v)) for k, v in _mapping(data["calls"]).items()},
-        stores={str(k): frozenset(_strings(v)) for k, v in _mapping(data["stores"]).items()},
-        imports=frozenset(_strings(data["imports"])),
+        calls={str(k): frozenset(names(v)) for k, v in _mapping(data["calls"]).items()},
+        stores={str(k): frozenset(names(v)) for k, v in _mapping(data["stores"]).items()},
+        imports=frozenset(names(data["imports"])),
     )
 
 
@@ -77,7 +77,8 @@ def _mapping(value: object) -> Mapping[Any, Any]:
     return value
 
 
-def _strings(value: object) -> list[str]:
+def names(value: object) -> list[str]:
+    """``value`` if it is a list of strings (names read from JSON); else ``TypeError``."""
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise TypeError("not a list of names")
     return value

@@ -125,7 +125,7 @@ def load(
     from it (else :class:`CacheMiss`). What is computed here is added to it.
     """
     specs_by_name = {s.name: s for s in specs}
-    caches = caches or declared.Declarations([], {}, {}, {})
+    caches = caches or declared.Declarations.empty()
     nodes = [
         graph.Node(s.name, s.uses, tuple(o.name for o in s.logs)) for s in specs_by_name.values()
     ]
@@ -209,7 +209,7 @@ def open_project(
     from pipeline.callback import stage_specs
 
     specs = stage_specs()
-    caches = known or declared.Declarations([], {}, {}, {})
+    caches = known or declared.Declarations.empty()
     project, overrides = _open(workspace, specs, argv_overrides, reset, multirun, caches)
     if since_ns is not None:
         project.pending.append(
