@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import shlex
+import shutil
 import signal
 import sqlite3
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 
 from pipeline import cli_inspect, cli_text, memo
 from pipeline.errors import PipelineError, RemoteError, StageFailed, UsageError, did_you_mean
+from pipeline.lock import LOCK_NAME
 
 EXIT_OK = 0  # failures exit with their error class's code: 1 a stage, 2 bad input
 
@@ -108,6 +110,16 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def _remove_made(made: Sequence[Path]) -> None:
+    """Bad input leaves nothing behind: not even the empty store that opening it created.
+
+    Only while no lock was written: a stage that finished (then the disk filled up) stays.
+    """
+    for folder in made:
+        if not (folder.parent / LOCK_NAME).exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def find_workspace(start: Path) -> Path:
     """The nearest folder from ``start`` upward holding a lock or a store; else ``start``.
 
@@ -115,7 +127,7 @@ def find_workspace(start: Path) -> Path:
     workspace (`outputs/`, a notebook folder) means that workspace.
     """
     for folder in [start, *start.parents]:
-        if (folder / "dvc_free_lock.yaml").is_file() or (folder / memo.STORE_DIR).is_dir():
+        if (folder / LOCK_NAME).is_file() or (folder / memo.STORE_DIR).is_dir():
             return folder
     return start
 
@@ -140,6 +152,7 @@ def _main(argv: Sequence[str] | None) -> int:
     started = time.time_ns()  # the memo trusts only files not modified since
     argv = list(sys.argv[1:] if argv is None else argv)
     again = f"python -m pipeline {shlex.join(argv)}"
+    made: list[Path] = []  # a store this command created, to remove again on bad input
     try:
         parser = _parser()
         args, extra = parser.parse_known_args(argv)
@@ -156,6 +169,8 @@ def _main(argv: Sequence[str] | None) -> int:
             args.html = args.html.absolute()
         # Relative paths in configs (a dataset's `root`) mean the workspace, wherever we started.
         os.chdir(workspace)
+        if not (workspace / memo.STORE_DIR).exists() and not (workspace / LOCK_NAME).exists():
+            made.append(workspace / memo.STORE_DIR)
         args.workspace = workspace
         args.started_ns = started
         if args.command in ("run", "status"):
@@ -181,6 +196,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return exc.exit_code
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if exc.exit_code == UsageError.exit_code:
+            _remove_made(made)
         return exc.exit_code
     except BrokenPipeError:
         raise  # `main` answers it
@@ -188,6 +205,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if (problem := _cannot_write(exc) or _damaged_index(exc)) is None:
             raise
         print(f"error: {problem}", file=sys.stderr)
+        _remove_made(made)
         return UsageError.exit_code
     except KeyboardInterrupt as exc:
         print(

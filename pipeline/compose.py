@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline import constraints
 from pipeline.declared import Declared
 from pipeline.errors import ConfigError, UsageError, did_you_mean
 from pipeline.spec import StageSpec
@@ -132,7 +133,7 @@ def compose_all(
         structural = tuple(o for o in overrides if _structural(spec, o))
         plain = [o for o in overrides if not _structural(spec, o)]
         base = _cached_base(spec, structural, cache, typed_bases)
-        values = [_cached_typed(spec, structural, o, cache, typed_bases) for o in plain]
+        values = [_cached_typed(spec, structural, o, cache, typed_bases, base) for o in plain]
         if base is None or any(v is _REFUSED for v in values):
             found.append(_cached_full(spec, overrides, cache))
             continue
@@ -161,8 +162,10 @@ def _cached_base(
 ) -> Composed | None:
     key = _key("base", spec.name, structural)
     if key not in cache:
-        made = _base(_full_spec(spec), structural)
+        full = _full_spec(spec)
+        made = _base(full, structural)
         if made is not None:
+            constraints.check(full, made[1].config)
             typed_bases[structural] = made[0]
         cache[key] = None if made is None else [made[1].config, made[1].choices]
     held = cache[key]
@@ -175,15 +178,20 @@ def _cached_typed(
     override: str,
     cache: MutableMapping[str, Any],
     typed_bases: dict[tuple[str, ...], Any],
+    base: Composed | None,
 ) -> Any:
     key = _key("typed", spec.name, structural, override)
     if key not in cache:
+        if base is None:
+            return _REFUSED  # the full path composes it (and words its error)
+        full = _full_spec(spec)
         if structural not in typed_bases:
-            made = _base(_full_spec(spec), structural)
-            if made is None:
-                return _REFUSED  # the full path composes it (and words its error)
+            made = _base(full, structural)
+            assert made is not None  # as `base` was made
             typed_bases[structural] = made[0]
         value = _typed(typed_bases[structural], override)
+        if value is not _REFUSED:
+            constraints.check_value(full, base.config, override_key(override), value)
         cache[key] = ["refused"] if value is _REFUSED else ["value", value]
     held = cache[key]
     return _REFUSED if held == ["refused"] else held[1]  # `_set` copies it into a config
@@ -194,7 +202,9 @@ def _cached_full(
 ) -> Composed:
     key = _key("full", spec.name, list(overrides))
     if key not in cache:
-        made = compose(_full_spec(spec), overrides)
+        full = _full_spec(spec)
+        made = compose(full, overrides)
+        constraints.check(full, made.config)
         cache[key] = [made.config, made.choices]
     held = cache[key]
     return Composed(copy.deepcopy(held[0]), dict(held[1]))
@@ -269,6 +279,23 @@ def _hydra(spec: StageSpec, overrides: Sequence[str]) -> Any:
             return hydra_compose(spec.name, overrides=list(overrides), return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(_explain(spec, overrides, exc)) from exc
+    except OSError as exc:  # Hydra looks a key up as a group's file: a name too long for one
+        raise ConfigError(_unusable(spec, overrides, exc)) from exc
+
+
+def _unusable(spec: StageSpec, overrides: Sequence[str], exc: OSError) -> str:
+    for override in overrides:
+        key = override_key(override)
+        if len(key) > _LONGEST:
+            return (
+                f"unknown config key `{spec.name}.{key[:40]}...` ({len(key)} characters); "
+                f"`python -m {spec.module} --help` lists the keys"
+            )
+    return f"cannot apply overrides to `{spec.name}`: {exc.strerror or exc}"
+
+
+#: Longer than any file name a config group could have (NAME_MAX on Linux and macOS).
+_LONGEST = 255
 
 
 def _keys_kept(spec: StageSpec, cfg: Any) -> list[str]:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib.metadata
+import os
 import platform
 import shutil
+import signal
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +66,8 @@ class WaveTask:
     stage: str
     group: str
     jobs: Sequence[MemberJob]
+    #: The process that launches the wave; a worker it started ends when it ends.
+    launcher: int = field(default_factory=os.getpid)
     _runs: dict[int, StageRun] = field(default_factory=dict, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -84,14 +90,15 @@ class WaveTask:
         return self._runs[index]
 
     def __call__(self, config: Any) -> dict[str, Any]:
+        _end_with(self.launcher)
         job, spec = self.jobs[int(config[MEMBER_KEY])], stage_spec(self.stage)
         tracked = self.stage_run(config)
         store = Store(self.workspace)
-        staging = store.staging()
         env = environment()
         run_id = store.runs.start(
             job.key, job.fingerprint, _pins(job.inputs), job.config, job.code_digest, env
         )
+        staging = store.staging()  # after the index took the run: a busy one leaves no folder
         try:
             tracked.metrics = _plain(_call(spec, job, staging) or {})
             tracked.environment = env
@@ -149,6 +156,29 @@ def _release(exc: BaseException) -> None:
         traceback.clear_frames(seen.__traceback__)
         seen = seen.__cause__ or seen.__context__
     gc.collect()
+
+
+_watched: list[int] = []  # the process (pid) whose parent is watched, once per process
+
+
+def _end_with(launcher: int) -> None:
+    """In a worker the launcher started (joblib's loky, submitit's local jobs): die with it.
+
+    A killed launcher (SIGKILL, a lost terminal) would leave its workers running, loky's
+    for good. A worker whose parent is the launcher watches it and kills itself once it is
+    gone (then it has another parent), which the store survives as any kill. A job with
+    another parent (SLURM's `slurmstepd`) is left alone: it outlives its submitter by design.
+    """
+    if os.getppid() != launcher or os.getpid() in _watched:
+        return
+    _watched.append(os.getpid())
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="end-with-launcher", daemon=True).start()
 
 
 def _pins(inputs: Mapping[str, ArtifactRef]) -> dict[str, Any]:
@@ -224,7 +254,7 @@ def launch_wave(
                 job_name=spec.name,
                 version_base="1.3",
             )
-    except (StageFailed, ConfigError, NoSpace):
+    except PipelineError:  # ours, worded already (a stage's failure, a busy index, ...)
         raise
     except ConfigCompositionException as exc:
         chosen = " ".join(o for o in overrides if o.startswith("hydra")) or "the launcher"

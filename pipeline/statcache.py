@@ -92,6 +92,9 @@ class StatCache:
         if self._db.in_transaction:
             self._db.executemany(sql, rows)
             return
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:  # another process is writing: a cache can wait
+            return
         self._db.executemany(sql, rows)
         self._db.execute("COMMIT")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import shutil
 import socket
@@ -26,6 +27,23 @@ from pipeline.spec import safe_name
 from pipeline.statcache import STAT_CACHE_SCHEMA, StatCache
 
 _HOST = socket.gethostname().replace("-", "_") or "host"
+log = logging.getLogger(__name__)
+
+#: How long a write waits for another process writing the index: seconds (60 if unset).
+BUSY_ENV = "PIPELINE_INDEX_WAIT"
+
+
+def _busy_bound() -> float:
+    text = os.environ.get(BUSY_ENV, "60")
+    try:
+        bound = float(text)
+    except ValueError:
+        bound = -1.0
+    if not 0 <= bound < float("inf"):
+        raise StoreError(f"{BUSY_ENV}={text}: give a number of seconds, such as 60")
+    return bound
+
+
 _INDEX_VERSION = 1
 _SCHEMA = (
     STAT_CACHE_SCHEMA
@@ -119,7 +137,8 @@ class Store:
         self.root = workspace / STORE_DIR
         for sub in ("objects", "artifacts", "tmp", "locks"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.root / "index.sqlite", timeout=60, isolation_level=None)
+        # SQLite waits up to `timeout` for a lock by itself; `_begin` waits longer, and says so.
+        self._db = sqlite3.connect(self.root / "index.sqlite", timeout=1, isolation_level=None)
         (found,) = self._db.execute("PRAGMA user_version").fetchone()
         if found != _INDEX_VERSION:
             self._create(found)
@@ -161,7 +180,7 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             yield self._db
         except BaseException:
@@ -169,6 +188,31 @@ class Store:
             raise
         self._db.execute("COMMIT")
         memo.touch(self.root)
+
+    def _begin(self) -> None:
+        """Start a write; while another process writes, wait (saying so) up to the bound."""
+        bound = _busy_bound()
+        deadline, said = time.monotonic() + bound, False
+        while True:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"the store's index `{STORE_DIR}/index.sqlite` stayed busy for "
+                        f"{bound:g} s: another process is writing it (`fuser "
+                        f"{STORE_DIR}/index.sqlite` names it); let it finish or stop it, then "
+                        f"rerun (wait longer with {BUSY_ENV}=SECONDS)"
+                    ) from None
+                if not said:
+                    log.warning(
+                        "waiting for another process writing the store's index (up to %g s)",
+                        bound,
+                    )
+                    said = True
 
     # -- artifacts -------------------------------------------------------------
     def path(self, name: str, version: str) -> Path:

@@ -10,6 +10,7 @@ from typing import Any
 import hydra
 from hydra.conf import HydraConf
 from hydra_zen import ZenStore, zen
+from hydra_zen.third_party.pydantic import pydantic_parser
 
 from pipeline.spec import StageSpec
 
@@ -28,7 +29,9 @@ def main(spec: StageSpec) -> None:
     # stays free of wandb and of the orchestrator (see the import contracts).
     store(HydraConf(callbacks={"wandb": {"_target_": "pipeline.callback.WandbCallback"}}))
     store.add_to_hydra_store(overwrite_ok=True)
-    task = zen(spec.task)
+    # The value ranges the task declares (`stages.values`), checked by pydantic when Hydra
+    # hands them over (the orchestrator checks them, its builds' too, before a run).
+    task = zen(pydantic_parser(spec.task))
 
     # Equivalent to `task.hydra_main(...)`, but Hydra names the job after the function it
     # unwraps to, so the job (and its log file) is `train`, not `_implementations`.

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pipeline.spec import StageInputError
+from stages.values import Count
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,7 +47,7 @@ def digits() -> Loaded:
     return Loaded(x, y, [str(d) for d in range(10)], "sklearn:digits.csv.gz")
 
 
-def mnist1d(num_samples: int = 4000, seed: int = 0) -> Loaded:
+def mnist1d(num_samples: Count = 4000, seed: int = 0) -> Loaded:
     """MNIST-1D generated locally (never downloaded): N×1×40 signals."""
     import numpy as np
     from mnist1d.data import get_dataset_args, make_dataset

@@ -10,6 +10,7 @@ from hydra_zen import builds
 
 from pipeline.spec import Output, StageInputError, StageSpec
 from stages import app, data, models
+from stages.values import Count, Device
 
 if TYPE_CHECKING:
     import numpy as np
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def evaluate(
-    model: Path, dataset: Path, out: Path, batch_size: int = 256, device: str = "auto"
+    model: Path, dataset: Path, out: Path, batch_size: Count = 256, device: Device = "auto"
 ) -> dict[str, float]:
     """Write test accuracy, loss, per-class accuracy, confusion matrix and predictions."""
     import numpy as np

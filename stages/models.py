@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.spec import StageInputError
 from stages.data import write_json
+from stages.values import Count, Fraction, Size
 
 if TYPE_CHECKING:
     import torch
@@ -24,9 +25,9 @@ DATA_PARAMS = ("in_shape", "num_classes")
 def mlp(
     in_shape: Sequence[int],
     num_classes: int,
-    hidden: int = 128,
-    depth: int = 2,
-    dropout: float = 0.1,
+    hidden: Count = 128,
+    depth: Size = 2,
+    dropout: Fraction = 0.1,
 ) -> nn.Sequential:
     """A flatten-then-dense network with ``depth`` hidden layers of width ``hidden``."""
     import math
@@ -45,9 +46,9 @@ def mlp(
 def cnn(
     in_shape: Sequence[int],
     num_classes: int,
-    channels: Sequence[int] = (32, 64),
-    kernel_size: int = 3,
-    dropout: float = 0.1,
+    channels: Sequence[Count] = (32, 64),
+    kernel_size: Count = 3,
+    dropout: Fraction = 0.1,
 ) -> nn.Sequential:
     """Conv blocks (conv, batch norm, ReLU, 2× pool while the map allows) then a linear head.
 
@@ -82,7 +83,7 @@ def torchvision_model(
     in_shape: Sequence[int],
     num_classes: int,
     name: str = "resnet18",
-    min_size: int = 32,
+    min_size: Count = 32,
 ) -> nn.Sequential:
     """Any ``torchvision.models`` classifier by name, untrained, adapted to the input.
 

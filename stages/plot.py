@@ -11,13 +11,14 @@ from hydra_zen import builds
 
 from pipeline.spec import Output, StageSpec
 from stages import app
+from stages.values import Count
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
 def plot(
-    evaluation: Mapping[str, Path], model: Mapping[str, Path], out: Path, dpi: int = 100
+    evaluation: Mapping[str, Path], model: Mapping[str, Path], out: Path, dpi: Count = 100
 ) -> dict[str, float]:
     """Draw the figures into ``out/plots``; the PNG bytes depend only on the inputs.
 

@@ -10,13 +10,14 @@ from hydra_zen import builds
 
 from pipeline.spec import Output, StageInputError, StageSpec
 from stages import app, data
+from stages.values import Fraction
 
 
 def prepare_data(
     dataset: Callable[[], data.Loaded],
     out: Path,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
+    val_fraction: Fraction = 0.1,
+    test_fraction: Fraction = 0.2,
     seed: int = 0,
 ) -> dict[str, float]:
     """Load ``dataset()``, split it stratified by class, write `dataset` to ``out/dataset``."""
@@ -32,7 +33,7 @@ def prepare_data(
 
 
 def check(config: Mapping[str, Any]) -> None:
-    """Refuse, before anything runs, a dataset that cannot load: no folder, no samples."""
+    """Refuse, before anything runs, a dataset folder that is not there (ranges: `values`)."""
     dataset = config.get("dataset") or {}
     root = dataset.get("root")
     if root is not None and not dataset.get("download") and not Path(root).is_dir():
@@ -40,12 +41,6 @@ def check(config: Mapping[str, Any]) -> None:
             f"dataset root `{root}` does not exist and download is off; set "
             "`prepare_data.dataset.root=DIR` to the folder holding the files, or "
             "`prepare_data.dataset.download=true`"
-        )
-    samples = dataset.get("num_samples")
-    if samples is not None and samples < 1:
-        raise StageInputError(
-            f"`prepare_data.dataset.num_samples={samples}` makes an empty dataset; "
-            "give a positive number"
         )
 
 

@@ -13,6 +13,7 @@ from hydra_zen import MISSING, builds
 
 from pipeline.spec import Output, StageSpec
 from stages import app, data, models
+from stages.values import Count, Device, NonNegative, Positive
 
 if TYPE_CHECKING:
     import torch
@@ -23,13 +24,13 @@ def train(
     dataset: Path,
     out: Path,
     model: Callable[..., Any],
-    epochs: int = 30,
-    lr: float = 0.003,
-    batch_size: int = 64,
-    weight_decay: float = 0.0001,
+    epochs: Count = 30,
+    lr: Positive = 0.003,
+    batch_size: Count = 64,
+    weight_decay: NonNegative = 0.0001,
     seed: int = 0,
-    threads: int = 1,
-    device: str = "auto",
+    threads: Count = 1,
+    device: Device = "auto",
 ) -> dict[str, float]:
     """Train ``model(in_shape, num_classes)`` with AdamW; write `model` to ``out/model``.
 
@@ -39,7 +40,7 @@ def train(
     """
     import torch
 
-    if epochs < 1:
+    if epochs < 1:  # the declared range, for a plain Python call (not checked there)
         raise ValueError(f"`epochs` must be at least 1; got {epochs}")
     dataset, out = Path(dataset), Path(out)
     meta = data.read_meta(dataset)

@@ -85,6 +85,17 @@ def _replace(name: str, old: str, new: str) -> Callable[[Path], None]:
     return edit
 
 
+def _empty(workspace: Path) -> None:
+    for entry in workspace.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def _range(key: str, value: str, reason: str, owner: str = "stages.train.train") -> str:
+    return f"error: `{key}={value}`: {reason} (declared by `{owner}`)"
+
+
+LONG_KEY = "k" * 10_000
+
 # (what, setup of the workspace, command, the start of the one line on stderr)
 CASES = [
     (
@@ -203,7 +214,12 @@ CASES = [
         "an empty dataset",
         None,
         ("run", "prepare_data.dataset=mnist1d", "prepare_data.dataset.num_samples=0"),
-        "error: stage `prepare_data`: `prepare_data.dataset.num_samples=0` makes an empty dataset",
+        _range(
+            "prepare_data.dataset.num_samples",
+            "0",
+            "input should be greater than or equal to 1",
+            "stages.data.mnist1d",
+        ),
     ),
     (
         "a stage's block twice in the lock (a merge kept both)",
@@ -274,6 +290,86 @@ CASES = [
         _own_stages(_append("__init__.py", "\nSTAGES = ('train',)\n")),
         ("status",),
         "error: `stages.STAGES` holds str `'train'`, not a StageSpec",
+    ),
+    (
+        "a learning rate that is not a number",
+        None,
+        ("run", "train.lr=nan"),
+        _range("train.lr", "nan", "input should be a finite number"),
+    ),
+    (
+        "a negative learning rate",
+        None,
+        ("status", "train.lr=-1"),
+        _range("train.lr", "-1.0", "input should be greater than 0"),
+    ),
+    (
+        "zero epochs",
+        None,
+        ("run", "train.epochs=0"),
+        _range("train.epochs", "0", "input should be greater than or equal to 1"),
+    ),
+    (
+        "a batch size of zero",
+        None,
+        ("run", "train.batch_size=0"),
+        _range("train.batch_size", "0", "input should be greater than or equal to 1"),
+    ),
+    (
+        "zero threads",
+        None,
+        ("run", "train.threads=0"),
+        _range("train.threads", "0", "input should be greater than or equal to 1"),
+    ),
+    (
+        "a device torch does not have",
+        None,
+        ("run", "train.device=tpu"),
+        _range("train.device", "tpu", "input should be 'auto', 'cpu' or 'cuda'"),
+    ),
+    (
+        "a model value out of its range",
+        None,
+        ("run", "train.model=mlp", "train.model.dropout=1.5"),
+        _range("train.model.dropout", "1.5", "input should be less than 1", "stages.models.mlp"),
+    ),
+    (
+        "a key added with + that the stage does not take",
+        None,
+        ("status", "+train.foo=1"),
+        "error: unknown config key `train.foo`",
+    ),
+    (
+        "a bad value recorded in the lock",
+        _edit_lock("- epochs=2\n", "- lr=nan\n"),
+        ("run",),
+        _range("train.lr", "nan", "input should be a finite number")
+        + "; the lock's `train` block recorded it: drop what it recorded with "
+        "`python -m pipeline run train --reset train`",
+    ),
+    (
+        "a bad value in a sweep",
+        None,
+        ("run", "-m", "train.lr=0.01,-1"),
+        _range("train.lr", "-1.0", "input should be greater than 0"),
+    ),
+    (
+        "a key of 10,000 characters",
+        None,
+        ("status", f"train.{LONG_KEY}=1"),
+        f"error: unknown config key `train.{LONG_KEY[:40]}...` (10000 characters)",
+    ),
+    (
+        "a resolver as a value (${now:})",
+        None,
+        ("run", "train.seed=${now:%s}"),
+        "error: override `train.seed=${now:%s}` holds an interpolation",
+    ),
+    (
+        "--use on an empty workspace",
+        _empty,
+        ("run", "evaluate", "--use", "model:latest"),
+        "error: `--use model:latest`: the store has no version `latest` of `model`",
     ),
     (
         "two stages with one name",

@@ -193,7 +193,10 @@ def _edit(workspace: Path, what: str, number: int) -> None:
     code = workspace / "stages" / "evaluate.py"
     text = code.read_text()
     if what == "edit a declaration":
-        text = re.sub(r"batch_size: int = \d+", f"batch_size: int = {200 + number}", text)
+        text, found = re.subn(
+            r"batch_size: Count = \d+", f"batch_size: Count = {200 + number}", text
+        )
+        assert found == 1, "the default to edit is not in evaluate.py"
     else:
         marker = '"""Write test accuracy'
         line = next(x for x in text.splitlines() if marker in x)
@@ -228,7 +231,7 @@ def test_declarations_answer_as_the_stages_do_after_each_kind_of_edit(tmp_path: 
     edits = [
         (lambda: _edit(workspace, "edit a function body", 1), True),
         (lambda: _edit(workspace, "edit a declaration", 2), False),  # a default
-        (replace(models, "hidden: int = 128", "hidden: int = 64"), False),  # an option's
+        (replace(models, "hidden: Count = 128", "hidden: Count = 64"), False),  # an option's
         (replace(models, one, two), True),  # a model's body
         (replace(train, "(models.cnn),", cnn2), False),  # a new group option
         (replace(models, two, one), True),  # and back

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.e2e.support import FAST, Cli, actions, make_cli, status
+from tests.e2e.support import FAST, TRAIN_FAILS, Cli, actions, make_cli, status
 
 ALL = ("prepare_data", "train", "evaluate", "plot")
 
@@ -193,13 +193,14 @@ SPEC = StageSpec(
 def test_a_failing_stage_exits_1_and_keeps_the_lock(cli: Cli, workspace: Path) -> None:
     before = (workspace / "dvc_free_lock.yaml").read_text()
     versions = sorted(os.listdir(workspace / ".pipeline" / "artifacts"))
-    result = cli("run", "train.lr=-1", check=False)  # AdamW refuses it as the stage runs
+    result = cli("run", *TRAIN_FAILS, check=False)
     assert result.returncode == 1
     assert "evaluate" not in result.stdout  # downstream stages do not run
     last = result.stderr.strip().splitlines()[-1]
-    assert last == (
-        "error: stage `train` failed: ValueError: Invalid learning rate: -1.0; after fixing it, "
-        "resume with `python -m pipeline run train.lr=-1`"
+    assert last.startswith("error: stage `train` failed: RuntimeError: Given input size: ")
+    assert last.endswith(
+        "Output size is too small; after fixing it, resume with "
+        "`python -m pipeline run train.model=squeezenet1_0 train.model.min_size=1`"
     )
     assert (workspace / "dvc_free_lock.yaml").read_text() == before
     assert sorted(os.listdir(workspace / ".pipeline" / "artifacts")) == versions

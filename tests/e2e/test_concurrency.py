@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import collections
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from filelock import FileLock
 
 from pipeline import lock
 from pipeline.store import Store
-from tests.e2e.support import FAST, env_for, make_cli
+from tests.e2e.support import FAST, Cli, env_for, make_cli
 from tests.e2e.test_crash_safety import assert_valid
 
 
@@ -64,3 +66,34 @@ def test_a_run_waits_for_a_claimed_stage_and_says_so(tmp_path: Path) -> None:
         stdout, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0
         assert ('"action": "run"' if flags else "prepare_data: done") in stdout
+
+
+def test_a_busy_index_is_waited_for_with_a_message_then_given_up(workspace: Path, cli: Cli) -> None:
+    """Another process holding a write on the index: `status` answers, `run` waits, then stops.
+
+    The bound (`PIPELINE_INDEX_WAIT`, 60 s unless set) is stated in the message; the run
+    that gave up leaves no staging folder and the lock as it was.
+    """
+    holder = sqlite3.connect(workspace / ".pipeline" / "index.sqlite", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        assert cli("status").returncode == 0  # readers are not blocked by a writer (WAL)
+        before = (workspace / lock.LOCK_NAME).read_bytes()
+        started = time.monotonic()
+        result = cli("run", "--force", "plot", *FAST, env={"PIPELINE_INDEX_WAIT": "2"}, check=False)
+        waited = time.monotonic() - started
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert "waiting for another process writing the store's index (up to 2 s)" in lines[0]
+    assert lines[1:] == [
+        "error: the store's index `.pipeline/index.sqlite` stayed busy for 2 s: another process "
+        "is writing it (`fuser .pipeline/index.sqlite` names it); let it finish or stop it, "
+        "then rerun (wait longer with PIPELINE_INDEX_WAIT=SECONDS)"
+    ]
+    assert waited >= 2
+    assert (workspace / lock.LOCK_NAME).read_bytes() == before
+    assert list((workspace / ".pipeline" / "tmp").iterdir()) == []
+    assert cli("run", *FAST, "--json").returncode == 0  # free again: the next run goes on

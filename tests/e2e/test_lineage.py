@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.e2e.support import Cli, make_cli
+from tests.e2e.support import TRAIN_FAILS, Cli, make_cli
 from tests.wandb_records import RunRecords, read_all
 
 STAGES = ["prepare_data", "train", "evaluate", "plot"]
@@ -106,9 +106,9 @@ def test_a_failed_stage_ends_its_run_with_exit_1_and_logs_nothing(
     cli: Cli, workspace: Path
 ) -> None:
     before = len(read_all(workspace / "wandb"))
-    result = cli("run", "train.epochs=0", check=False)
+    result = cli("run", *TRAIN_FAILS, check=False)
     assert result.returncode == 1
-    assert "error: stage `train` failed: ValueError" in result.stderr
+    assert "error: stage `train` failed: RuntimeError" in result.stderr
     runs = read_all(workspace / "wandb")[before:]
     assert [r.job_type for r in runs] == ["train"]  # evaluate and plot did not run
     (train,) = runs

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.e2e.support import Cli, actions, env_for, make_cli
@@ -204,3 +205,66 @@ def test_one_model_evaluated_on_several_datasets(tmp_path: Path) -> None:
         inputs = lock[f"evaluate[evaluate.dataset={name}]"]["inputs"]
         assert inputs["model"]["digest"] == model
         assert inputs["dataset"]["name"] == f"dataset-{name}"
+
+
+PARALLEL = ("-m", "train.lr=1e-3,2e-3", "train.epochs=500", "hydra/launcher=joblib")
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid``, from /proc's parent links."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        children = [c for c, p in parents.items() if p == parent]
+        found += children
+        todo += children
+    return found
+
+
+def _command(pid: int) -> str | None:
+    """A live process's command line; ``None`` once it is gone (or a zombie)."""
+    try:
+        text = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return None
+    return text or None
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_a_parallel_sweep_killed_leaves_no_process_behind(workspace: Path) -> None:
+    """SIGKILL of `run -m ... hydra/launcher=joblib`: its loky workers and trackers end too."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "run", "train", *PARALLEL],
+        cwd=workspace,
+        env=env_for(workspace),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    workers: list[int] = []
+    index = workspace / ".pipeline" / "index.sqlite"
+    while time.monotonic() < deadline:  # until both members are training in their workers
+        assert process.poll() is None, "the sweep ended before it could be killed"
+        workers = [p for p in _descendants(process.pid) if "loky" in (_command(p) or "")]
+        with contextlib.closing(sqlite3.connect(index, timeout=60)) as db:
+            query = "SELECT count(*) FROM runs WHERE stage LIKE 'train[%' AND status = 'running'"
+            running = int(db.execute(query).fetchone()[0])
+        if len(workers) >= 2 and running >= 2:
+            break
+        time.sleep(0.2)
+    below = _descendants(process.pid)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_command(p) for p in below):
+        time.sleep(0.2)
+    left = {p: _command(p) for p in below if _command(p)}
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert len(workers) >= 2
+    assert left == {}

@@ -44,3 +44,10 @@ def test_stages_run_as_hydra_apps(tmp_path: Path) -> None:
     record = json.loads((tmp_path / "o/model/model.json").read_text())
     assert record["kwargs"]["hidden"] == 8 and record["in_shape"] == [1, 40]
     assert (tmp_path / "h2" / "train.log").exists()
+
+
+def test_a_stage_app_checks_the_ranges_its_task_declares(tmp_path: Path) -> None:
+    refused = _run("-m", "stages.prepare_data", "out=o", "val_fraction=1.5", cwd=tmp_path)
+    assert refused.returncode == 1
+    assert "1 validation error for prepare_data\nval_fraction\n" in refused.stderr
+    assert not (tmp_path / "o").exists()
