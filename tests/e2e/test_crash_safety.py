@@ -1,8 +1,15 @@
-"""A run killed at any instant leaves a valid store and lock, and the next run picks up."""
+"""A run killed at any instant leaves a valid store and lock, and the next run picks up.
+
+Killed inside a write too: a reader at that instant sees the old lock whole and no version
+folder half built; and two processes writing the lock each keep the other's block.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -14,6 +21,7 @@ import pytest
 
 from pipeline import lock
 from pipeline.store import Store
+from tests.e2e.crashpoint import look
 from tests.e2e.support import FAST, actions, env_for, make_cli
 
 CRASHPOINT = Path(__file__).with_name("crashpoint.py")
@@ -38,6 +46,18 @@ POINTS = [
     ("os:link", 26, "after"),  # plot's objects partly stored
     ("os:fsync", 4, "after"),  # the last lock write, not renamed
 ]
+
+
+def _crashpoint(workspace: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``crashpoint.py ARGV`` in ``workspace`` (see its docstring)."""
+    return subprocess.run(
+        [sys.executable, str(CRASHPOINT), *argv],
+        cwd=workspace,
+        env=env_for(workspace),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _digests(found: lock.Lock) -> dict[str, dict[str, str]]:
@@ -75,9 +95,10 @@ def assert_valid(workspace: Path) -> lock.Lock:
                 version["files"],
             )
             assert store.verify(pin) is None, version
-        for entry in found.stages.values():
-            for pin in entry.outputs.values():
-                assert store.verify(pin) is None, pin
+        # Each version once: a sweep's lock pins the same dataset thousands of times.
+        pinned = {pin for entry in found.stages.values() for pin in entry.outputs.values()}
+        for pin in sorted(pinned, key=lambda p: (p.name, p.version)):
+            assert store.verify(pin) is None, pin
     finally:
         store.close()
     return found
@@ -91,14 +112,7 @@ def test_a_run_killed_anywhere_resumes_with_the_same_digests(
 ) -> None:
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    crashed = subprocess.run(
-        [sys.executable, str(CRASHPOINT), target, str(nth), when, "run", *ARGS],
-        cwd=workspace,
-        env=env_for(workspace),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    crashed = _crashpoint(workspace, target, str(nth), when, "run", *ARGS)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     survived = assert_valid(workspace)
     assert set(survived.stages) < set(reference)  # the kill came before the end
@@ -154,3 +168,117 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_the_next_run_resumes(
     resumed = make_cli(workspace)("run", *ARGS, "--json")
     assert actions(resumed)["prepare_data"] == "reuse"
     assert _digests(assert_valid(workspace)) == reference
+
+
+def _add_a_large_sweep(workspace: Path, members: int = 3000) -> str:
+    """Give the lock the blocks of a sweep of ``train.lr`` (3000 members: 4.6 MB); its text."""
+    path = workspace / lock.LOCK_NAME
+    found = lock.read(path)
+    train = found.stages["train"]
+    stages = dict(found.stages)
+    for i in range(1, members + 1):
+        lr = f"{i * 1e-5:.5f}"
+        stages[f"train[train.lr={lr}]"] = dataclasses.replace(
+            train,
+            config={**train.config, "lr": float(lr)},
+            overrides=(*train.overrides, f"lr={lr}"),
+        )
+    lock.write(path, lock.Lock(stages))
+    return path.read_text(encoding="utf-8")
+
+
+def test_a_kill_inside_the_write_of_a_large_lock_leaves_the_old_lock_whole(
+    workspace: Path, tmp_path: Path
+) -> None:
+    old = _add_a_large_sweep(workspace)
+    seen = tmp_path / "seen.json"
+    args = ("run", "prepare_data", "prepare_data.seed=1", "wandb.mode=disabled")
+    # The run rewrites the lock once, for prepare_data: it dies with 1 MiB of the new text
+    # written, and a reader looks at the workspace at that instant.
+    point = ("file:*dvc_free_lock.yaml*", "1", str(2**20))
+    crashed = _crashpoint(workspace, "--look", str(seen), *point, *args)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert len(old) > 2**20
+    # Not renamed yet: the old lock is the only whole one, byte for byte, never a torn one.
+    assert json.loads(seen.read_text())["lock"] == old
+    assert (workspace / lock.LOCK_NAME).read_text(encoding="utf-8") == old
+    assert_valid(workspace)
+
+    make_cli(workspace)(*args)
+    new = (workspace / lock.LOCK_NAME).read_text(encoding="utf-8")
+    assert lock.read(workspace / lock.LOCK_NAME).stages["prepare_data"].config["seed"] == 1
+    # The blocks before and after prepare_data's (the sweep's among them) are as they were.
+    head, tail = old.split("\n  prepare_data:\n")[0], old.split("\n  train:\n")[1]
+    assert new.startswith(head) and new.endswith(tail) and new != old
+
+
+# A model of 4.5 MB (`state_dict.pt`), built fast: one epoch of a wide MLP on digits.
+WIDE: tuple[str, ...] = ("run", "train", "wandb.mode=disabled", "train.epochs=1")
+WIDE += ("train.model=mlp", "train.model.hidden=1024")
+HALF_BUILT = [
+    # Links: the dataset's 7 objects and 7 folder entries, the model's 3 objects, then 2 of
+    # the 3 files of its version folder.
+    ("os:link", "19", "after"),
+    # No hard links (the store copies): 1 MiB into the copy of the weights into the folder.
+    ("--no-links", "file:state_dict.pt", "1", str(2**20)),
+]
+
+
+@pytest.mark.parametrize("point", HALF_BUILT, ids=["links", "copies"])
+def test_a_reader_never_sees_a_version_folder_half_built(
+    tmp_path: Path, point: tuple[str, ...]
+) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    seen = tmp_path / "seen.json"
+    crashed = _crashpoint(workspace, "--look", str(seen), *point, *WIDE)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    visible = json.loads(seen.read_text())["versions"]
+    assert "dataset-digits/v0" in visible, visible  # the kill came after the dataset's commit
+    assert_valid(workspace)
+
+    make_cli(workspace)(*WIDE)
+    assert_valid(workspace)
+    done = tmp_path / "done.json"
+    look(workspace, done)
+    finished = json.loads(done.read_text())["versions"]
+    # Whatever a reader saw as `NAME/vN` holds every file of that version, each whole.
+    assert visible == {folder: finished.get(folder) for folder in visible}
+    assert "model/v0" not in visible  # the kill came before the model's folder was whole
+    assert list((workspace / ".pipeline" / "tmp").iterdir()) == []
+
+
+def _without_plot(workspace: Path) -> str:
+    """Drop plot's block from the lock (its run stays in the store); the command restoring it.
+
+    `run plot` then reuses every stage and writes back only plot's block, in a second.
+    """
+    path = workspace / lock.LOCK_NAME
+    lock.write(path, lock.read(path).without_stage("plot"))
+    return shlex.join([sys.executable, "-m", "pipeline", "run", "plot", "wandb.mode=disabled"])
+
+
+FORCED = ("run", "prepare_data", "--force", "wandb.mode=disabled")  # rewrites its own block
+
+
+def test_a_lock_write_keeps_a_block_written_since_the_run_read_the_lock(workspace: Path) -> None:
+    whole = (workspace / lock.LOCK_NAME).read_text(encoding="utf-8")
+    other = _without_plot(workspace)
+    # This run read the lock without plot at its start; just before it records prepare_data,
+    # another process writes plot's block back.
+    point = ("pipeline.runner:_record", "1", "before")
+    ran = _crashpoint(workspace, "--run", other, "--survive", *point, *FORCED)
+    assert ran.returncode == 0, ran.stderr
+    assert (workspace / lock.LOCK_NAME).read_text(encoding="utf-8") == whole
+
+
+def test_a_lock_write_holds_off_another_writer_until_it_is_done(workspace: Path) -> None:
+    whole = (workspace / lock.LOCK_NAME).read_text(encoding="utf-8")
+    other = _without_plot(workspace)
+    # Between this run's re-read of the lock and its write, another process tries to write
+    # plot's block: it must wait for the file lock, then write on top of this run's lock.
+    point = ("pipeline.lock:_write", "1", "before")
+    ran = _crashpoint(workspace, "--start", other, "--wait", "5", "--survive", *point, *FORCED)
+    assert ran.returncode == 0, ran.stderr
+    assert "was still running after 5.0 s" in ran.stderr
+    assert (workspace / lock.LOCK_NAME).read_text(encoding="utf-8") == whole

@@ -267,3 +267,33 @@ def test_the_lock_gets_the_permissions_a_new_file_gets_or_keeps_its_own(tmp_path
         assert path.stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(umask)
+
+
+def test_the_new_text_is_synced_under_another_name_then_renamed_over_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A kill cannot tell a synced file from one in the page cache (a power cut can): the
+    # order of the calls is what shows that the rename never comes before the data is down.
+    path = tmp_path / lock.LOCK_NAME
+    lock.write(path, _sample().without_stage("train"))
+    old, new = path.read_text(), lock.dumps(_sample())
+    calls: list[tuple[str, ...]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def spy_fsync(fd: int) -> None:
+        synced = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        calls.append(("fsync", synced.name, synced.read_text(), path.read_text()))
+        fsync(fd)
+
+    def spy_replace(src: str, dst: str) -> None:
+        calls.append(("replace", Path(src).name, Path(dst).name))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", spy_fsync)
+    monkeypatch.setattr(os, "replace", spy_replace)
+    lock.write(path, _sample())
+    assert [call[0] for call in calls] == ["fsync", "replace"], calls
+    [(_, temporary, synced_text, lock_then), renamed] = calls
+    assert temporary != path.name and synced_text == new and lock_then == old
+    assert renamed == ("replace", temporary, path.name)
+    assert path.read_text() == new
