@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,8 @@ from pipeline.errors import LockError
 from pipeline.spec import safe_name
 
 LOCK_NAME = "dvc_free_lock.yaml"
+#: This machine, as temporary names carry it (`-` is their separator).
+HOST = socket.gethostname().replace("-", "_") or "host"
 SCHEMA = 1
 
 
@@ -149,7 +152,9 @@ def write(path: Path, lock: Lock, cache: Path | None = None) -> bool:
 def _write(path: Path, text: str, lock: Lock, cache: Path | None) -> bool:
     if path.exists() and path.read_text(encoding="utf-8") == text:
         return False
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # Named after this host and process: the store removes it if the process dies first.
+    prefix = f"{temp_prefix(path.name)}{HOST}-{os.getpid()}-"
+    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=path.parent)
     try:
         os.fchmod(fd, _mode(path))  # mkstemp's 0600 would make a committed lock private
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -163,6 +168,11 @@ def _write(path: Path, text: str, lock: Lock, cache: Path | None) -> bool:
     if cache is not None:
         _save(cache, text, lock)
     return True
+
+
+def temp_prefix(name: str) -> str:
+    """How the new text of lock ``name`` is named until it is renamed over the lock."""
+    return f".{name}."
 
 
 def _mode(path: Path) -> int:

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import sqlite3
 import time
 import uuid
@@ -16,17 +15,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pipeline import memo
+from pipeline import lock, memo
 from pipeline.digest import files_md5, manifest_digest
 from pipeline.errors import StoreError, VersionTaken
-from pipeline.lock import InputPin, OutputPin
+from pipeline.lock import HOST, InputPin, OutputPin
 from pipeline.memo import STORE_DIR
 from pipeline.plan import CachedRun
 from pipeline.runs import RunIndex
 from pipeline.spec import safe_name
 from pipeline.statcache import STAT_CACHE_SCHEMA, StatCache
 
-_HOST = socket.gethostname().replace("-", "_") or "host"
 log = logging.getLogger(__name__)
 
 #: How long a write waits for another process writing the index: seconds (60 if unset).
@@ -163,15 +161,21 @@ class Store:
             db.execute(f"PRAGMA user_version={_INDEX_VERSION}")
 
     def _clean_abandoned(self) -> None:
-        """Remove what killed processes of this host left half-written in `tmp/`."""
-        for entry in (self.root / "tmp").iterdir():
+        """Remove what killed processes of this host left half-written.
+
+        That is their folders in `tmp/`, and a lock's new text not yet renamed over it
+        (`.dvc_free_lock.yaml.HOST-PID-XXXX`, beside the lock).
+        """
+        lock_temps = self.root.parent.glob(f"{lock.temp_prefix(lock.LOCK_NAME)}*")
+        for entry in [*(self.root / "tmp").iterdir(), *lock_temps]:
             host, pid, _ = [*entry.name.rsplit("-", 2), "", ""][:3]
-            if host == _HOST and pid.isdigit() and not _alive(int(pid)):
+            host = host.removeprefix(lock.temp_prefix(lock.LOCK_NAME))
+            if host == HOST and pid.isdigit() and not _alive(int(pid)):
                 _remove(entry)
 
     def _temp(self) -> Path:
         """A fresh path in `tmp/`, named after this host and process so leftovers are found."""
-        return self.root / "tmp" / f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex}"
+        return self.root / "tmp" / f"{HOST}-{os.getpid()}-{uuid.uuid4().hex}"
 
     def close(self) -> None:
         """Close the index."""
@@ -378,6 +382,7 @@ class Store:
                     os.link(obj, dest)
                 except OSError:  # no hard links on this file system: copy instead
                     shutil.copyfile(obj, dest)
+                    os.chmod(dest, 0o444)  # read-only, as a linked object is
             final.parent.mkdir(parents=True, exist_ok=True)
             if final.exists() or final.is_symlink():  # damaged, or left by a crash
                 old = self._temp()

@@ -202,7 +202,11 @@ def test_a_kill_inside_the_write_of_a_large_lock_leaves_the_old_lock_whole(
     # Not renamed yet: the old lock is the only whole one, byte for byte, never a torn one.
     assert json.loads(seen.read_text())["lock"] == old
     assert (workspace / lock.LOCK_NAME).read_text(encoding="utf-8") == old
+    # The new text is left beside the lock, named after its dead writer, and the store
+    # removes it when it is next opened.
+    (left,) = workspace.glob(f"{lock.temp_prefix(lock.LOCK_NAME)}*")
     assert_valid(workspace)
+    assert not left.exists()
 
     make_cli(workspace)(*args)
     new = (workspace / lock.LOCK_NAME).read_text(encoding="utf-8")
@@ -246,6 +250,9 @@ def test_a_reader_never_sees_a_version_folder_half_built(
     assert visible == {folder: finished.get(folder) for folder in visible}
     assert "model/v0" not in visible  # the kill came before the model's folder was whole
     assert list((workspace / ".pipeline" / "tmp").iterdir()) == []
+    versions = workspace / ".pipeline" / "artifacts"
+    # Read-only, whether linked to their objects or copied (no hard links).
+    assert {f.stat().st_mode & 0o222 for f in versions.glob("*/v*/**/*") if f.is_file()} == {0}
 
 
 def _without_plot(workspace: Path) -> str:
