@@ -335,6 +335,10 @@ def _run(args: argparse.Namespace) -> int:
         )
     project, steps, options = _planned(args, stage, overrides_argv, tracking, declarations=True)
     if args.dry_run:
+        if any(s.action == "run" for s in steps):  # checked as `run` checks: the full specs
+            if project.declared_only:
+                project, steps, options = _planned(args, stage, overrides_argv, tracking, False)
+            project.check(steps)
         _answer(args, project, steps, cli_text.steps(steps, args.json, planned=True))
         return EXIT_OK
     if all(s.state == "fresh" for s in steps):  # nothing to run or record: say so at once
@@ -351,6 +355,9 @@ def _run(args: argparse.Namespace) -> int:
         print(cli_text.steps(done, True, planned=False), end="")
     elif all(s.action != "run" for s in done):
         print(f"all {len(done)} stages are fresh; nothing to run")
+    else:
+        found = project.store.path
+        print(cli_text.results(done, lambda pin: found(pin.name, pin.version)), end="")
     return EXIT_OK
 
 

@@ -125,9 +125,10 @@ def _walk(
         seen.add(nxt)
         lines.append(f"{indent}{_describe(graph, nxt)}{'  (see above)' if again else ''}")
         if graph.nodes[nxt]["kind"] == "run" and not again:
-            config = " ".join(
-                f"{k}={v}" for k, v in sorted(lock.flatten(graph.nodes[nxt]["config"]).items())
+            shown = lock.user_config(
+                graph.nodes[nxt]["config"], graph.nodes[nxt].get("overrides", ())
             )
+            config = " ".join(f"{k}={v}" for k, v in sorted(shown.items()))
             lines.append(f"{indent}  config: {config}")
         if not again:
             lines += _walk(graph, nxt, step, indent + "  ", seen)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -47,6 +48,50 @@ def steps(found: Sequence[Any], as_json: bool, planned: bool) -> str:
     elif all(s.action != "run" for s in found):
         lines.append(f"all {len(found)} stages are fresh; nothing to run")
     return "".join(f"{text}\n" for text in lines)
+
+
+#: The files a researcher opens after a run: figures and tables.
+_SHOWN = (".png", ".svg", ".pdf", ".csv", ".json")
+#: Members listed after a run; a sweep's others are counted.
+_MOST = 12
+
+
+def results(done: Sequence[Any], folder: Callable[[Any], Path]) -> str:
+    """What `run` ends with: the metrics of each stage it ran, and where its figures are.
+
+    ``folder`` gives an output pin's version folder in the store.
+    """
+    ran = [s for s in done if s.action == "run"]
+    if not ran:
+        return ""
+    lines = ["results:"]
+    width = max(len(s.stage) for s in ran[:_MOST])
+    for step in ran[:_MOST]:
+        shown = "  ".join(f"{k} {_number(v)}" for k, v in sorted(step.metrics.items()))
+        lines.append(f"  {step.stage:{width}}  {shown or '(no metrics)'}")
+    if len(ran) > _MOST:
+        lines.append(f"  ... and {len(ran) - _MOST} more (`python -m pipeline run --json` has all)")
+    for step in ran:
+        for pin in step.outputs.values():
+            path = folder(pin)
+            files = sorted(str(f.relative_to(path)) for f in path.rglob("*") if f.suffix in _SHOWN)
+            if any(not f.endswith(".json") for f in files):  # figures, not only records
+                shown = ", ".join(files[:8]) + (", ..." if len(files) > 8 else "")
+                lines.append(f"{pin.name} {pin.version}: {_relative(path)}/ ({shown})")
+    return "".join(f"{text}\n" for text in lines)
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def status(found: Sequence[Any], runs: Mapping[str, Any], as_json: bool) -> str:

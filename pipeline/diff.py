@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.lock import Lock, StageLock, flatten
+from pipeline.lock import Lock, StageLock, config_changes, user_config
 
 _UNSET = object()
 
@@ -57,7 +57,9 @@ def _delta(old: Any, new: Any) -> str:
 def _stage(old: StageLock, new: StageLock) -> list[str]:
     lines = [
         f"config {k}: {_show(a)} -> {_show(b)}"
-        for k, a, b in _pairs(flatten(old.config), flatten(new.config))
+        for k, a, b in config_changes(
+            user_config(old.config, old.overrides), user_config(new.config, new.overrides), _UNSET
+        )
     ]
     lines += [f"code changed: {path}" for path, _, _ in _pairs(old.code, new.code)]
     lines += [f"input {k}: {_pin(a)} -> {_pin(b)}" for k, a, b in _pairs(old.inputs, new.inputs)]

@@ -9,7 +9,7 @@ import os
 import re
 import socket
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,50 @@ def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[path] = item
     return flat
+
+
+_TARGET = "_target_"
+
+
+def user_config(config: Mapping[str, Any], overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """A config flattened into the keys a user types: ``model: cnn``, ``model.hidden: 128``.
+
+    Hydra's and hydra-zen's own keys (``_partial_``, ``_convert_``, ...) are left out; a
+    node's ``_target_`` becomes the node's own key, holding the group option chosen (an
+    override ``model=resnet18``) or else the name of what it builds (``cnn``). The task's
+    own ``_target_`` is left out: the stage names it.
+    """
+    chosen = {}
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        chosen[key] = value
+    shown: dict[str, Any] = {}
+    for key, value in flatten(config).items():
+        *parents, last = key.split(".")
+        if last == _TARGET and parents:
+            node = ".".join(parents)
+            shown[node] = chosen.get(node, str(value).rpartition(".")[2])
+        elif not (last.startswith("_") and last.endswith("_")):
+            shown[key] = value
+    return shown
+
+
+def config_changes(
+    old: Mapping[str, Any], new: Mapping[str, Any], missing: Any = None
+) -> list[tuple[str, Any, Any]]:
+    """(key, old, new) for each key of two :func:`user_config` results that differs.
+
+    Where a node's option changed (``model: cnn -> resnet18``), that one line says it: the
+    keys under it, which follow from the option, are not listed one by one.
+    """
+    changed = [
+        (k, old.get(k, missing), new.get(k, missing))
+        for k in sorted(set(old) | set(new))
+        if old.get(k, missing) != new.get(k, missing)
+    ]
+    nodes = {key.rpartition(".")[0] for key in (*old, *new) if "." in key}
+    switched = [key for key, _, _ in changed if key in nodes]
+    return [c for c in changed if not any(c[0].startswith(f"{node}.") for node in switched)]
 
 
 def to_dict(lock: Lock) -> dict[str, Any]:

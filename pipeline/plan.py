@@ -9,7 +9,7 @@ from typing import Any, Literal, Protocol
 from pipeline import digest
 from pipeline.errors import StoreError, UsageError
 from pipeline.graph import Dag, order
-from pipeline.lock import InputPin, Lock, OutputPin, StageLock, flatten
+from pipeline.lock import InputPin, Lock, OutputPin, StageLock, config_changes, user_config
 from pipeline.sweep import Member, expand
 
 Action = Literal["run", "reuse", "pin"]
@@ -226,12 +226,11 @@ def staleness(
         for path in sorted(set(state.code) | set(entry.code))
         if state.code.get(path) != entry.code.get(path)
     ]
-    old, new = flatten(entry.config), flatten(state.config)
+    old = user_config(entry.config, entry.overrides)
+    new = user_config(state.config, state.overrides)
     reasons += [
-        f"config changed: {name}.{key} {_show(old.get(key, _UNSET))} -> "
-        f"{_show(new.get(key, _UNSET))}"
-        for key in sorted(set(old) | set(new))
-        if old.get(key, _UNSET) != new.get(key, _UNSET)
+        f"config changed: {name}.{key} {_show(was)} -> {_show(now)}"
+        for key, was, now in config_changes(old, new, _UNSET)
     ]
     for artifact, pin in sorted(inputs.items()):
         before = entry.inputs.get(artifact)

@@ -64,6 +64,20 @@ class Project:
             raise RuntimeError(f"stage `{name}` is only declared; open the project in full")
         return spec
 
+    def check(self, steps: Iterable[Step]) -> None:
+        """Each stage's own check of its config (`StageSpec.check`), for every member to run.
+
+        Called before anything runs, by `run` and by `run --dry-run` alike.
+        """
+        for step in steps:
+            state = self.states[step.stage]
+            check = self.spec(state.stage).check
+            if step.action == "run" and check is not None:
+                try:
+                    check(state.config)
+                except ValueError as exc:
+                    raise ConfigError(f"stage `{step.stage}`: {exc}") from exc
+
     @property
     def lock_path(self) -> Path:
         """Where the lock lives."""

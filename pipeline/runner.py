@@ -13,7 +13,7 @@ from filelock import FileLock, Timeout
 
 from pipeline import lock
 from pipeline.callback import ArtifactRef
-from pipeline.errors import ConfigError, NotReproduced
+from pipeline.errors import NotReproduced
 from pipeline.launch import MemberJob, WaveTask, launch_wave, quote
 from pipeline.lock import InputPin, OutputPin, StageLock
 from pipeline.plan import Options, Step, decide
@@ -36,7 +36,7 @@ def execute(
     parallel launcher (``hydra/launcher=joblib``) runs them side by side. With a
     ``team`` cache, a member whose fingerprint already ran on W&B is pulled instead.
     """
-    _preflight(project, steps)
+    project.check(steps)
     known: dict[tuple[str, str], InputPin | None] = {}
     done: list[Step] = []
     # One W&B group per invocation: the runs of one `pipeline run` sit together.
@@ -93,18 +93,6 @@ def _from_team(project: Project, step: Step, options: Options, team: TeamCache) 
         }
         runs.end(run_id, pulled.outputs, pulled.metrics, tracking)
     return pulled
-
-
-def _preflight(project: Project, steps: Sequence[Step]) -> None:
-    """Each stage's own check of its config, for every member to run, before anything runs."""
-    for step in steps:
-        state = project.states[step.stage]
-        check = project.spec(state.stage).check
-        if step.action == "run" and check is not None:
-            try:
-                check(state.config)
-            except ValueError as exc:
-                raise ConfigError(f"stage `{step.stage}`: {exc}") from exc
 
 
 def _claim(

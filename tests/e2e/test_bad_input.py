@@ -186,6 +186,18 @@ CASES = [
         "error: stage `train`: `resnet999` is not a torchvision classifier; did you mean",
     ),
     (
+        "an unknown torchvision model name, in a dry run",
+        None,
+        ("run", "--dry-run", "train.model=torchvision", "train.model.name=resnet999"),
+        "error: stage `train`: `resnet999` is not a torchvision classifier; did you mean",
+    ),
+    (
+        "a value out of range, in a dry run",
+        None,
+        ("run", "--dry-run", "train.epochs=0"),
+        _range("train.epochs", "0", "input should be greater than or equal to 1"),
+    ),
+    (
         "pull given a config override",
         None,
         ("pull", "train.lr=0.1"),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline import lock
 from tests.e2e.support import FAST, TRAIN_FAILS, Cli, actions, make_cli, status
 
 ALL = ("prepare_data", "train", "evaluate", "plot")
@@ -284,3 +285,35 @@ def test_a_subfolder_of_a_workspace_means_the_workspace(cli: Cli, workspace: Pat
     )
     alone = here("--workspace", ".", "status", "--json")  # --workspace still wins
     assert {s["state"] for s in json.loads(alone.stdout)["stages"].values()} == {"never-ran"}
+
+
+def test_run_ends_with_the_metrics_of_what_ran_and_where_the_figures_are(
+    cli: Cli, workspace: Path
+) -> None:
+    ran = cli("run", "plot.dpi=50").stdout
+    block = ran[ran.index("results:\n") :].splitlines()
+    done = lock.read(workspace / lock.LOCK_NAME).stages
+    # Only plot ran (its config changed), so only its metrics, as the lock records them.
+    metrics = done["plot"].metrics
+    assert block[1].split() == [
+        "plot",
+        *" ".join(f"{k} {metrics[k]:.4g}" for k in sorted(metrics)).split(),
+    ]
+    assert len(block) == 3, block
+    pin = done["plot"].outputs["plots"]
+    folder = f".pipeline/artifacts/{pin.name}/{pin.version}/"
+    assert block[2].startswith(f"{pin.name} {pin.version}: {folder} (")
+    shown = block[2].split(" (", 1)[1].rstrip(")").split(", ")
+    assert any(name.endswith(".png") for name in shown)
+    for name in shown:
+        assert (workspace / folder / name).is_file(), name
+
+
+def test_reasons_speak_in_the_users_keys_not_hydras(cli: Cli) -> None:
+    found = status(cli)  # (cli, without overrides) then with another model chosen
+    assert found["train"]["state"] == "fresh"
+    changed = json.loads(cli("status", "train.model=resnet18", "--json").stdout)["stages"]
+    assert changed["train"]["reasons"] == ["config changed: train.model cnn -> resnet18"]
+    text = cli("status", "train.model=mlp", "train.model.hidden=64").stdout
+    assert "config changed: train.model cnn -> mlp" in text
+    assert "_target_" not in text and "_partial_" not in text and "hidden" not in text

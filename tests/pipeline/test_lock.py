@@ -297,3 +297,31 @@ def test_the_new_text_is_synced_under_another_name_then_renamed_over_the_lock(
     assert temporary != path.name and synced_text == new and lock_then == old
     assert renamed == ("replace", temporary, path.name)
     assert path.read_text() == new
+
+
+CNN = {"_target_": "stages.models.cnn", "_partial_": True, "channels": [32, 64], "dropout": 0.1}
+RESNET = {"_target_": "stages.models.torchvision_model", "_partial_": True, "name": "resnet18"}
+
+
+def test_a_config_is_shown_in_the_keys_a_user_types() -> None:
+    config = {"_target_": "stages.train.train", "_convert_": "all", "lr": 0.1, "model": CNN}
+    assert lock.user_config(config) == {
+        "lr": 0.1,
+        "model": "cnn",
+        "model.channels": [32, 64],
+        "model.dropout": 0.1,
+    }
+    # The group option chosen, where an override chose it; else the name of what it builds.
+    assert lock.user_config({"model": RESNET}, ["model=resnet18"])["model"] == "resnet18"
+    assert lock.user_config({"model": RESNET}, ["lr=1"])["model"] == "torchvision_model"
+
+
+def test_a_changed_option_is_one_change_and_its_keys_follow_from_it() -> None:
+    old = lock.user_config({"lr": 0.1, "model": CNN})
+    new = lock.user_config({"lr": 0.2, "model": RESNET}, ["model=resnet18"])
+    assert lock.config_changes(old, new, "(unset)") == [
+        ("lr", 0.1, 0.2),
+        ("model", "cnn", "resnet18"),
+    ]
+    wider = lock.user_config({"model": {**CNN, "dropout": 0.2}})
+    assert lock.config_changes(old, {**wider, "lr": 0.1}) == [("model.dropout", 0.1, 0.2)]
