@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 CHROMIUM = Path("/usr/bin/chromium")
+
+#: Tests that open a page in Chromium: skipped, with the reason, where Debian's `chromium` is
+#: not installed; required where `CI` is set (CI installs it), so that they fail there.
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists() and not os.environ.get("CI"),
+    reason=f"`{CHROMIUM}` is missing: `apt-get install chromium` to run the browser tests "
+    "(required when CI is set)",
+)
 FLAGS = (
     "--headless",
     "--no-sandbox",

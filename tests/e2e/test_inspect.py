@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from tests.browser import needs_chromium
 from tests.e2e.support import FAST, Cli, make_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,6 +62,7 @@ def test_lineage_of_an_unknown_artifact_is_bad_input(cli: Cli) -> None:
     assert result.stderr == "error: `model` has no version `v9`; it has v0 and `latest`\n"
 
 
+@needs_chromium
 def test_the_lineage_page_draws_every_node_and_loads_nothing(cli: Cli, workspace: Path) -> None:
     from tests.browser import render
 

@@ -14,7 +14,7 @@ import networkx as nx
 import pytest
 
 from pipeline.report import CSP, render_html
-from tests.browser import render, screenshot
+from tests.browser import needs_chromium, render, screenshot
 
 
 def _png(path: Path, width: int, height: int, rgb: tuple[int, int, int]) -> Path:
@@ -176,6 +176,7 @@ def test_a_missing_focus_raises(graph: nx.DiGraph) -> None:
         render_html(graph)
 
 
+@needs_chromium
 def test_chromium_renders_every_node_without_a_request(graph: nx.DiGraph, tmp_path: Path) -> None:
     page = tmp_path / "report.html"
     page.write_text(render_html(graph), encoding="utf-8")
@@ -193,6 +194,7 @@ def test_chromium_renders_every_node_without_a_request(graph: nx.DiGraph, tmp_pa
 LEAKY = '<!DOCTYPE html>{head}<p>leaky</p><img src="http://127.0.0.1:9/x.png">'
 
 
+@needs_chromium
 def test_chromium_reports_a_page_that_makes_a_request(tmp_path: Path) -> None:
     # Nothing listens on port 9 of this machine: the request is made, fails, and is seen.
     page = tmp_path / "leaky.html"
@@ -202,6 +204,7 @@ def test_chromium_reports_a_page_that_makes_a_request(tmp_path: Path) -> None:
     assert rendered.requests == ["http://127.0.0.1:9/x.png"]
 
 
+@needs_chromium
 def test_the_report_policy_blocks_that_request(tmp_path: Path) -> None:
     page = tmp_path / "guarded.html"
     page.write_text(
