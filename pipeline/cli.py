@@ -358,6 +358,10 @@ def _run(args: argparse.Namespace) -> int:
     else:
         found = project.store.path
         print(cli_text.results(done, lambda pin: found(pin.name, pin.version)), end="")
+    if args.frozen and not args.json:
+        print(
+            f"reproduced: every fingerprint and digest of these {len(done)} stages matches the lock"
+        )
     return EXIT_OK
 
 

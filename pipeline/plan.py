@@ -141,7 +141,7 @@ def _pinned(
         for output in entry.outputs.values():
             _check_pin(index, output, member.stage, "`--only` uses")
         return Step(
-            name, "pin", ("pinned by the lock (--only)",), entry.fingerprint, outputs=entry.outputs
+            name, "pin", ("by the lock, for --only",), entry.fingerprint, outputs=entry.outputs
         )
     used = {a: options.use[a] for a in member.logs if a in options.use}
     if not used:
@@ -160,7 +160,7 @@ def _pinned(
             )
         outputs[artifact] = OutputPin(pin.name, "", pin.version, pin.digest, 0, 0)
         _check_pin(index, outputs[artifact], member.stage, f"`--use {artifact}:{ref}` pins")
-    reasons = tuple(f"pinned by --use {a}:{r}" for a, r in sorted(used.items()))
+    reasons = tuple(f"by --use {a}:{r}" for a, r in sorted(used.items()))
     return Step(name, "pin", reasons, None, outputs=outputs)
 
 

@@ -1,0 +1,163 @@
+"""The README's "Everyday use" block, run in order in a fresh workspace: each comment holds."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline import lock
+from tests.e2e.support import make_cli
+from tests.wandb_server import WandbServer
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+Result = subprocess.CompletedProcess[str]
+
+
+def everyday() -> list[tuple[list[str], str]]:
+    """(the command's arguments after `python -m pipeline`, its comment), in order."""
+    text = README.read_text(encoding="utf-8")
+    block = text.split("## Everyday use", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    found = []
+    for line in block.splitlines():
+        command, _, comment = line.partition("#")
+        words = shlex.split(command)
+        assert words[:3] == ["python", "-m", "pipeline"], line
+        found.append((words[3:], comment.strip()))
+    return found
+
+
+def _lines(result: Result, stage: str) -> list[str]:
+    return [x for x in result.stdout.splitlines() if x.startswith(f"{stage}:")]
+
+
+def _ran(result: Result) -> set[str]:
+    return {x.split(":")[0] for x in result.stdout.splitlines() if ": done in " in x}
+
+
+class Workspace:
+    """The fresh workspace (a git repository) the block runs in, and a teammate's clone."""
+
+    def __init__(self, root: Path, server: WandbServer) -> None:
+        self.root, self.server = root, server
+        self.folder = root / "ws"
+        self.folder.mkdir()
+        self.cli = make_cli(self.folder)
+        self.git("init", "-q")
+
+    def git(self, *args: str) -> None:
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=self.folder,
+            check=True,
+            capture_output=True,
+        )
+
+    def commit(self) -> None:
+        self.git("add", lock.LOCK_NAME)
+        self.git("commit", "-q", "-m", "lock")
+
+    def clone(self, name: str) -> Callable[..., Result]:
+        """A teammate's fresh clone: the lock only, W&B online against the local server."""
+        folder = self.root / name
+        folder.mkdir()
+        shutil.copy(self.folder / lock.LOCK_NAME, folder / lock.LOCK_NAME)
+        plain = make_cli(folder)
+        return lambda *args: plain(*args, env=self.server.env())
+
+    def pins(self, stage: str) -> lock.StageLock:
+        return lock.read(self.folder / lock.LOCK_NAME).stages[stage]
+
+
+def _check(ws: Workspace, args: list[str], comment: str) -> None:
+    """Run one line of the block and check what its comment says."""
+    key = " ".join(args)
+    # `pull` and `run --pull` are a teammate's: they run in clones (below), not here.
+    teammates = key in ("pull", "run --pull")
+    online = args[0] == "sync"
+    result = (
+        ws.cli("status") if teammates else ws.cli(*args, env=ws.server.env() if online else None)
+    )
+    if key == "run evaluate" and "only if stale" in comment:
+        assert _ran(result) == {"prepare_data", "train", "evaluate"}, result.stdout
+        ws.commit()  # the lock of the defaults: `HEAD~1` of `lock diff` below
+    elif key.startswith("run train train.lr=0.01"):
+        assert _ran(result) == {"train"}, result.stdout  # "reruns train only"
+        ws.commit()  # `HEAD` of `lock diff` below
+    elif key == "status":
+        states = json.loads(ws.cli("status", "--json").stdout)["stages"]
+        assert {k: s["state"] for k, s in states.items()} == {
+            "prepare_data": "fresh",
+            "train": "fresh",
+            "evaluate": "stale",
+            "plot": "never-ran",
+        }, result.stdout
+        assert states["evaluate"]["reasons"] == ["input model changed: v0 -> v1"]
+    elif key == "run evaluate":  # "evaluates the lr=0.01 model (overrides stick)"
+        assert _ran(result) == {"evaluate"}, result.stdout
+        assert "lr=0.01" in ws.pins("train").overrides
+    elif key == "run evaluate --reset train":  # restored, nothing trains (nor evaluates)
+        assert _ran(result) == set(), result.stdout
+        assert "outputs restored from the store" in _lines(result, "train")[0]
+        assert ws.pins("train").overrides == ()
+    elif key == "run evaluate --only":  # upstream stages pinned, not run nor checked
+        assert _lines(result, "train")[0].startswith("train: pinned (by the lock, for --only) ->")
+        assert _ran(result) == set() and _lines(result, "evaluate"), result.stdout
+    elif key == "run evaluate --force":
+        assert _lines(result, "evaluate")[0] == "evaluate: run (forced)"
+    elif key == "run evaluate --use model:v0":
+        assert ws.pins("evaluate").inputs["model"].version == "v0"
+    elif key == "run plot --dry-run":
+        assert result.stdout.splitlines()[-1].startswith("dry run: ")
+        assert _ran(result) == set()
+    elif key == "sync":
+        assert ws.server.runs(), result.stdout  # the offline runs reached the server
+    elif key == "pull":  # on a fresh clone
+        clone = ws.clone("clone")
+        pulled = clone("pull")
+        assert re.search(r"pulled (\d+) of \1 versions the lock pins", pulled.stdout), pulled
+        states = json.loads(clone("status", "--json").stdout)["stages"]
+        pinned = lock.read(ws.folder / lock.LOCK_NAME).stages
+        assert {states[stage]["state"] for stage in pinned} == {"fresh"}, states
+    elif key == "run --pull":  # a teammate's clone reuses what ran on W&B
+        teammate = ws.clone("teammate")
+        reused = teammate("run", "--pull")
+        pinned = lock.read(ws.folder / lock.LOCK_NAME).stages
+        assert not _ran(reused) & set(pinned), reused.stdout  # only plot, which never ran
+        for stage in pinned:
+            assert "same fingerprint ran on W&B" in _lines(reused, stage)[0], reused.stdout
+    elif key == "dag --format mermaid":
+        assert result.stdout.startswith(("flowchart", "graph")), result.stdout
+    elif key.startswith("lineage model:"):
+        assert result.stdout.startswith(f"{args[1]}  (model"), result.stdout
+    elif key == "lock diff HEAD~1 HEAD":
+        assert "config lr: 0.003 -> 0.01" in result.stdout, result.stdout
+    elif key == "lock verify":
+        assert result.returncode == 0
+    elif key == "run evaluate --frozen":
+        assert _ran(result) == {"prepare_data", "train", "evaluate"}, result.stdout
+        assert result.stdout.endswith(
+            "reproduced: every fingerprint and digest of these 3 stages matches the lock\n"
+        )
+    else:
+        pytest.fail(f"the README's line `{key}` has no check here: add one")
+
+
+@pytest.fixture
+def server() -> Iterator[WandbServer]:
+    with WandbServer() as running:
+        yield running
+
+
+def test_the_everyday_block_does_what_its_comments_say(tmp_path: Path, server: WandbServer) -> None:
+    ws = Workspace(tmp_path, server)
+    lines = everyday()
+    assert len(lines) >= 15
+    for args, comment in lines:
+        _check(ws, args, comment)
