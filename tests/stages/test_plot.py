@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from stages.plot import plot
+from tests.stages.test_figures import FORTY, synthetic
 
 FIGURES = ["confusion_matrix.png", "learning_curves.png", "per_class_accuracy.png"]
 
@@ -26,7 +28,6 @@ def test_plot_writes_byte_stable_pngs(
 def test_plot_compares_the_members_of_a_sweep(
     evaluation_dir: Path, model_dir: Path, tmp_path: Path
 ) -> None:
-    import json
     import shutil
 
     worse = tmp_path / "worse"
@@ -49,3 +50,22 @@ def test_plot_compares_the_members_of_a_sweep(
         ("train.lr=0.1", False),
     ]
     assert result["best_accuracy"] == table[0]["accuracy"]
+
+
+def test_forty_members_keep_the_file_names_and_the_table(tmp_path: Path) -> None:
+    evaluations, histories = synthetic(FORTY, epochs=3)
+    folders = {}
+    for label in FORTY:
+        folder = tmp_path / str(len(folders))
+        folder.mkdir()
+        (folder / "metrics.json").write_text(json.dumps(evaluations[label]))
+        (folder / "history.json").write_text(json.dumps(histories[label]))
+        folders[label] = folder
+    result = plot(folders, folders, tmp_path / "out", dpi=30)
+    assert (result["members"], result["figures"]) == (40, 4)
+    folder = tmp_path / "out" / "plots"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [*FIGURES, "comparison.png", "comparison.json"]
+    )
+    table = json.loads((folder / "comparison.json").read_text())
+    assert [row["member"] for row in table] == sorted(FORTY)
