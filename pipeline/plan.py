@@ -167,6 +167,11 @@ def _pinned(
 def _check_pin(index: Index, pin: OutputPin, stage: str, what: str) -> None:
     """Stop before anything runs when a pinned input is absent or damaged in the store."""
     problem = index.damage(pin)
+    if problem == NOT_HERE:
+        raise StoreError(
+            f"{what} `{pin.name}` {pin.version}, which this store does not have: fetch it with "
+            f"`python -m pipeline pull {stage}`, or make it with `python -m pipeline run {stage}`"
+        )
     if problem is not None:
         raise StoreError(
             f"{what} `{pin.name}` {pin.version}, which is not intact in the store ({problem}); "
@@ -199,7 +204,7 @@ def decide(
         return Step(name, "run", ("forced", *reasons), fp, pins)
     if entry is not None and entry.fingerprint == fp:
         missing = [
-            f"output {p.name} {p.version} is not intact ({problem})"
+            _unusable(p, problem)
             for p in entry.outputs.values()
             if (problem := index.damage(p)) is not None
         ]
@@ -245,6 +250,18 @@ def staleness(
 
 
 _UNSET = object()
+
+#: What :meth:`Index.damage` says of a version this store never held (a fresh clone's).
+NOT_HERE = "not in this store"
+
+
+def _unusable(pin: OutputPin, problem: str) -> str:
+    if problem == NOT_HERE:
+        return (
+            f"output {pin.name} {pin.version} is not in this store (`python -m pipeline pull` "
+            "fetches what the lock pins; `run` makes it here)"
+        )
+    return f"output {pin.name} {pin.version} is not intact ({problem})"
 
 
 def _show(value: Any) -> str:

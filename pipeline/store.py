@@ -20,7 +20,7 @@ from pipeline.digest import files_md5, manifest_digest
 from pipeline.errors import StoreError, VersionTaken
 from pipeline.lock import HOST, InputPin, OutputPin
 from pipeline.memo import STORE_DIR
-from pipeline.plan import CachedRun
+from pipeline.plan import NOT_HERE, CachedRun
 from pipeline.runs import RunIndex
 from pipeline.spec import safe_name
 from pipeline.statcache import STAT_CACHE_SCHEMA, StatCache
@@ -426,7 +426,7 @@ class Store:
         """
         row = self._version_row(pin.name, pin.version)
         if row is None:
-            return "not in the store's index"
+            return NOT_HERE
         if row[2] != pin.digest:
             return f"the store's {pin.version} has digest {row[2]}, not {pin.digest}"
         manifest: dict[str, str] = json.loads(row[5])

@@ -317,3 +317,24 @@ def test_reasons_speak_in_the_users_keys_not_hydras(cli: Cli) -> None:
     text = cli("status", "train.model=mlp", "train.model.hidden=64").stdout
     assert "config changed: train.model cnn -> mlp" in text
     assert "_target_" not in text and "_partial_" not in text and "hidden" not in text
+
+
+def test_a_fresh_clone_is_told_to_pull_not_that_its_outputs_are_damaged(
+    workspace: Path, tmp_path: Path
+) -> None:
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    (clone / lock.LOCK_NAME).write_bytes((workspace / lock.LOCK_NAME).read_bytes())
+    cli = make_cli(clone)
+    found = json.loads(cli("status", "--json").stdout)["stages"]
+    assert found["prepare_data"]["reasons"] == [
+        "output dataset-digits v0 is not in this store (`python -m pipeline pull` fetches what "
+        "the lock pins; `run` makes it here)"
+    ]
+    only = cli("run", "evaluate", "--only", check=False)
+    assert only.returncode == 2
+    assert only.stderr == (
+        "error: `--only` uses `dataset-digits` v0, which this store does not have: fetch it with "
+        "`python -m pipeline pull prepare_data`, or make it with "
+        "`python -m pipeline run prepare_data`\n"
+    )
