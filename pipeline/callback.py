@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import remote
 from pipeline.errors import RemoteError, UsageError
-from pipeline.spec import OUT_PARAM, StageSpec
+from pipeline.spec import LISTENERS, OUT_PARAM, StageSpec
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +120,18 @@ class WandbCallback(Callback):
         self._stage, self._run = stage, self._init(stage, mode)
         for ref in stage.inputs.values():
             self._use(ref)
+        LISTENERS.append(self._history)
+
+    def _history(self, row: Mapping[str, float]) -> None:
+        """A row of the stage's progress (`pipeline.spec.report`) as a step of W&B's history."""
+        if self._run is not None:
+            self._run.log(dict(row))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         run, stage = self._run, self._stage
         self._run = self._stage = None
+        if self._history in LISTENERS:
+            LISTENERS.remove(self._history)
         if run is None or stage is None:
             return
         if job_return.status != JobStatus.COMPLETED:

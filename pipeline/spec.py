@@ -1,7 +1,8 @@
-"""What a stage declares: its task, its config, the artifacts it uses and logs."""
+"""What a stage declares: its task, its config, the artifacts it uses and logs; its progress."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,28 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 def safe_name(text: str) -> bool:
     """Whether ``text`` can name an artifact, version or alias (and a folder in the store)."""
     return _SAFE_NAME.fullmatch(text) is not None and ".." not in text
+
+
+#: Who hears a stage's progress besides its log: the W&B callback adds its run's `log`.
+LISTENERS: list[Callable[[Mapping[str, float]], None]] = []
+_progress = logging.getLogger("pipeline.progress")
+
+
+def report(stage: str, **row: float) -> None:
+    """Report one step of a stage's progress: ``report("train", epoch=3, train_loss=0.21)``.
+
+    The row becomes one line of the stage's log (``train: epoch 3  train_loss 0.21``), which
+    Hydra prints and keeps in the job's log file, and goes to each of :data:`LISTENERS` (the
+    W&B callback logs it as history, so W&B draws learning curves). Stage code calls this
+    and knows nothing of either.
+    """
+    _progress.info("%s: %s", stage, "  ".join(f"{k} {_number(v)}" for k, v in row.items()))
+    for listener in list(LISTENERS):
+        listener(dict(row))
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 class StageInputError(ValueError):

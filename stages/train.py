@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from hydra_zen import MISSING, builds
 
-from pipeline.spec import Output, StageSpec
+from pipeline.spec import Output, StageSpec, report
 from stages import app, data, models
 from stages.values import Count, Device, NonNegative, Positive
 
@@ -79,10 +80,12 @@ def _fit(
     history: list[dict[str, float]] = []
     best_key, best_epoch, best_state = (-1.0, 0.0), 0, {}
     for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
         train_loss = _epoch(net, optimizer, *fit, batch_size, generator, epoch)
         val_loss, val_accuracy = _score(net, *held_out, batch_size)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss}
         history.append({**row, "val_accuracy": val_accuracy})
+        report("train", **history[-1], seconds=round(time.perf_counter() - started, 2))
         if (val_accuracy, -val_loss) > best_key or len(held_out[1]) == 0:
             best_key, best_epoch = (val_accuracy, -val_loss), epoch
             best_state = {k: v.clone() for k, v in net.state_dict().items()}

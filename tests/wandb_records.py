@@ -25,7 +25,8 @@ class RunRecords:
     logs: list[dict[str, Any]] = field(default_factory=list)
     exit_code: int | None = None
     summary: dict[str, Any] = field(default_factory=dict)
-    history: dict[str, Any] = field(default_factory=dict)
+    history: dict[str, Any] = field(default_factory=dict)  # the last value of each key
+    steps: list[dict[str, Any]] = field(default_factory=list)  # every row `run.log` made
 
 
 def _key(item: Any) -> str:
@@ -64,7 +65,9 @@ def read_run(path: Path) -> RunRecords:
         elif kind == "summary":
             out.summary.update({_key(i): json.loads(i.value_json) for i in record.summary.update})
         elif kind == "history":
-            out.history.update({_key(i): json.loads(i.value_json) for i in record.history.item})
+            row = {_key(i): json.loads(i.value_json) for i in record.history.item}
+            out.history.update(row)
+            out.steps.append({k: v for k, v in row.items() if not k.startswith("_")})
     return out
 
 

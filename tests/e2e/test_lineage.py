@@ -162,3 +162,23 @@ def test_a_stage_run_alone_as_a_hydra_app_is_tracked_too(tmp_path: Path) -> None
     (run,) = [r for r in read_all(workspace / "wandb") if r.job_type == "train"]
     assert [u["name"] for u in run.uses] == ["dataset-digits"]
     assert [a["name"] for a in run.logs] == ["model"]
+
+
+def test_training_progress_is_a_line_per_epoch_in_the_terminal_the_log_and_wandb(
+    cli: Cli, workspace: Path
+) -> None:
+    """`pipeline.spec.report`: the terminal and Hydra's log get each epoch, W&B its history."""
+    before = len(read_all(workspace / "wandb"))
+    ran = cli("run", "train", "train.epochs=3", "train.lr=0.002")
+    lines = [x.split(" - ", 1)[1] for x in ran.stderr.splitlines() if "train: epoch " in x]
+    assert [x.split()[:3] for x in lines] == [["train:", "epoch", str(e)] for e in (1, 2, 3)]
+    assert all(" val_accuracy " in x and " seconds " in x for x in lines), lines
+    (train,) = [r for r in read_all(workspace / "wandb")[before:] if r.job_type == "train"]
+    assert [s["epoch"] for s in train.steps if "epoch" in s] == [1, 2, 3]
+    model = workspace / ".pipeline" / "artifacts" / "model"
+    done = [json.loads((v / "history.json").read_text()) for v in model.glob("v*")]
+    epochs = next(d["epochs"] for d in done if len(d["epochs"]) == 3)
+    steps = [s for s in train.steps if "epoch" in s]
+    assert [s["val_accuracy"] for s in steps] == [e["val_accuracy"] for e in epochs]
+    logs = [p for p in (workspace / "outputs").rglob("train.log") if "epoch 3" in p.read_text()]
+    assert logs, "Hydra's log of the train job holds the epoch lines"
