@@ -321,13 +321,24 @@ def _is_launcher(arg: str) -> bool:
     return arg.startswith(("hydra/launcher=", "hydra.launcher."))
 
 
+def _gc_waiting() -> None:
+    print("waiting for `gc` in this workspace to finish", file=sys.stderr, flush=True)
+
+
 def _run(args: argparse.Namespace) -> int:
-    stage, overrides_argv, tracking = _stage_and_overrides(args.args)
+    from pipeline.collect import in_use
+
     if not os.access(args.workspace, os.W_OK):  # checked first, so that nothing is half-done
         raise UsageError(
             f"workspace `{args.workspace}` is not writable; make it writable or run in "
             "another folder (`--workspace DIR`)"
         )
+    with in_use(args.workspace, _gc_waiting):  # gc removes nothing this run plans with
+        return _run_held(args)
+
+
+def _run_held(args: argparse.Namespace) -> int:
+    stage, overrides_argv, tracking = _stage_and_overrides(args.args)
     if args.frozen and (overrides_argv or args.reset or args.use or args.only or args.pull):
         raise UsageError(
             "`--frozen` reproduces the lock as it is, running every stage: drop the overrides, "
@@ -552,7 +563,10 @@ def _pull(args: argparse.Namespace) -> int:
         what = f"pulled from {place.entity}/{place.project}" if item.fetched else "already here"
         print(f"{item.key}: {pin.name} {pin.version} ({pin.size:,} bytes) {what}", flush=True)
 
-    done = pull_locked(Store(args.workspace), pinned, keys, place, report)
+    from pipeline.collect import in_use
+
+    with in_use(args.workspace, _gc_waiting):
+        done = pull_locked(Store(args.workspace), pinned, keys, place, report)
     fetched = sum(item.fetched for item in done)
     print(f"pulled {fetched} of {len(done)} versions the lock pins; the rest were here")
     return EXIT_OK

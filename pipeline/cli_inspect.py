@@ -1,10 +1,11 @@
-"""The inspecting commands: dag, lineage, lock diff and lock verify (they print, like cli)."""
+"""The store's commands: dag, lineage, lock diff, lock verify and gc (they print, like cli)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ EXIT_OK, EXIT_PROBLEMS = 0, 1
 
 
 def add_parsers(sub: Any) -> None:
-    """Add `dag`, `lineage` and `lock` to the command line's subparsers."""
+    """Add `dag`, `lineage`, `lock` and `gc` to the command line's subparsers."""
     from pipeline.diagram import FORMATS
 
     dag = sub.add_parser("dag", help="the stage graph with each stage's state and versions")
@@ -37,6 +38,14 @@ def add_parsers(sub: Any) -> None:
     diff.add_argument("new", nargs="?", help="lock file or git revision (the workspace's lock)")
     diff.add_argument("--json", action="store_true", help="print a JSON document")
     inner.add_parser("verify", help="re-hash every artifact version the lock pins")
+    gc = sub.add_parser("gc", help="remove the store's versions no lock references")
+    gc.add_argument("--dry-run", action="store_true", help="list what would go, change nothing")
+    gc.add_argument(
+        "-A",
+        "--all-commits",
+        action="store_true",
+        help="also keep what every committed revision of the lock in git references",
+    )
 
 
 def _dag(args: argparse.Namespace) -> int:
@@ -100,6 +109,7 @@ def _describe(graph: nx.DiGraph, node: str) -> str:
         return (
             f"{n['name']}:{n['version']}  ({n['type']}, {n['files']} files, "
             f"{n['size']} bytes, digest {n['digest'][:8]})"
+            + ("  (removed by gc)" if n.get("removed") else "")
         )
     wandb = f", W&B {n['wandb']['mode']} run {n['wandb']['id']}" if n["wandb"] else ""
     return (
@@ -221,8 +231,20 @@ def _verify(workspace: Path) -> int:
     return EXIT_PROBLEMS if problems else EXIT_OK
 
 
+def _gc(args: argparse.Namespace) -> int:
+    from pipeline import collect
+
+    def waiting() -> None:
+        print("waiting for `run` or `pull` in this workspace to finish", file=sys.stderr)
+
+    garbage, revisions = collect.collect(args.workspace, args.all_commits, args.dry_run, waiting)
+    print("\n".join(collect.summary(garbage, args.dry_run, revisions)))
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "dag": _dag,
     "lineage": _lineage,
     "lock": _lock,
+    "gc": _gc,
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import networkx as nx
 
 from pipeline.errors import UsageError, did_you_mean
@@ -55,10 +57,30 @@ def full(store: Store) -> nx.DiGraph:
             },
         )
         for pin in run["inputs"].values():
-            graph.add_edge(artifact_id(pin["name"], pin["version"]), node, kind="used")
+            graph.add_edge(_version(graph, pin), node, kind="used")
         for pin in run["outputs"].values():
-            graph.add_edge(node, artifact_id(pin["name"], pin["version"]), kind="logged")
+            graph.add_edge(node, _version(graph, pin), kind="logged")
     return graph
+
+
+def _version(graph: nx.DiGraph, pin: dict[str, Any]) -> str:
+    """A version's node; one `gc` removed stays in the lineage, marked as removed."""
+    node = artifact_id(pin["name"], pin["version"])
+    if node not in graph:
+        graph.add_node(
+            node,
+            kind="artifact",
+            name=pin["name"],
+            version=pin["version"],
+            type=pin.get("type", ""),
+            digest=pin["digest"],
+            size=pin.get("size", 0),
+            files=pin.get("files", 0),
+            path=None,
+            images=[],
+            removed=True,
+        )
+    return node
 
 
 def resolve(store: Store, name: str, ref: str = "latest") -> InputPin:

@@ -11,7 +11,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,12 @@ log = logging.getLogger(__name__)
 
 #: How long a write waits for another process writing the index: seconds (60 if unset).
 BUSY_ENV = "PIPELINE_INDEX_WAIT"
+#: The alias holding the highest version number `gc` removed (no name a user can type).
+COLLECTED = "#collected"
 
 
-def _busy_bound() -> float:
+def busy_bound() -> float:
+    """How long a writer waits for another one (`PIPELINE_INDEX_WAIT`, 60 s if unset)."""
     text = os.environ.get(BUSY_ENV, "60")
     try:
         bound = float(text)
@@ -123,7 +126,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _object_name(md5_b64: str) -> str:
+def object_name(md5_b64: str) -> str:
+    """An object's path under `objects/`, from a file's base64 MD5."""
     hexdigest = base64.b64decode(md5_b64).hex()
     return f"{hexdigest[:2]}/{hexdigest[2:]}"
 
@@ -182,6 +186,19 @@ class Store:
         self.stat_cache.flush()
         self._db.close()
 
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A write transaction on the index, waiting for other writers as a commit does."""
+        return self._transaction()
+
+    @property
+    def index(self) -> sqlite3.Connection:
+        """The index, to read (writes go through :meth:`transaction`)."""
+        return self._db
+
+    def temp(self) -> Path:
+        """A fresh path in `tmp/`: what is left there by a killed process is removed later."""
+        return self._temp()
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         self._begin()
@@ -195,7 +212,7 @@ class Store:
 
     def _begin(self) -> None:
         """Start a write; while another process writes, wait (saying so) up to the bound."""
-        bound = _busy_bound()
+        bound = busy_bound()
         deadline, said = time.monotonic() + bound, False
         while True:
             try:
@@ -317,8 +334,11 @@ class Store:
     def _free_number(db: sqlite3.Connection, name: str, version: str | None) -> int:
         """The next version number of ``name``, or the one asked for if it is free."""
         if version is None:
+            # Numbers `gc` collected are never given again: old runs and locks name them.
             (last,) = db.execute(
-                "SELECT COALESCE(MAX(version), -1) FROM versions WHERE name=?", (name,)
+                "SELECT COALESCE(MAX(v), -1) FROM (SELECT MAX(version) AS v FROM versions "
+                "WHERE name=? UNION ALL SELECT version FROM aliases WHERE name=? AND alias=?)",
+                (name, name, COLLECTED),
             ).fetchone()
             return int(last) + 1
         number = int(version.removeprefix("v"))
@@ -334,7 +354,7 @@ class Store:
         return number
 
     def _put_object(self, src: str, md5: str, made: set[str]) -> None:
-        target = os.path.join(self.root, "objects", _object_name(md5))
+        target = os.path.join(self.root, "objects", object_name(md5))
         if os.path.exists(target):
             # Present and undamaged (its size, mtime and inode vouch for it): nothing to do.
             if self.stat_cache.hash(Path(target)) == md5:
@@ -377,7 +397,7 @@ class Store:
             for rel, md5 in manifest.items():
                 dest = os.path.join(tmp, rel)
                 _makedirs(os.path.dirname(dest), made)
-                obj = os.path.join(objects, _object_name(md5))
+                obj = os.path.join(objects, object_name(md5))
                 try:
                     os.link(obj, dest)
                 except OSError:  # no hard links on this file system: copy instead
@@ -471,7 +491,7 @@ class Store:
             self.stat_cache.forget(
                 [
                     *(folder / rel for rel in manifest),
-                    *(objects / _object_name(md5) for md5 in manifest.values()),
+                    *(objects / object_name(md5) for md5 in manifest.values()),
                 ]
             )
             memo.touch(self.root)

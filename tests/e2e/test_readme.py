@@ -140,6 +140,10 @@ def _check(ws: Workspace, args: list[str], comment: str) -> None:
         assert "config lr: 0.003 -> 0.01" in result.stdout, result.stdout
     elif key == "lock verify":
         assert result.returncode == 0
+    elif key == "gc --dry-run":  # lists, removes nothing (the lr=0.01 versions are unpinned)
+        assert "would remove model:v1" in result.stdout, result.stdout
+        assert result.stdout.endswith("dry run: nothing was changed\n"), result.stdout
+        assert ws.cli("status", "--json").returncode == 0
     elif key == "run evaluate --frozen":
         assert _ran(result) == {"prepare_data", "train", "evaluate"}, result.stdout
         assert result.stdout.endswith(
