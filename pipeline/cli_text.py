@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.spec import row_text
+
 
 def versions(step: Any) -> str:
     """The artifact versions a step made or found: ``dataset-digits v0, model v1``."""
@@ -67,7 +69,7 @@ def results(done: Sequence[Any], folder: Callable[[Any], Path]) -> str:
     lines = ["results:"]
     width = max(len(s.stage) for s in ran[:_MOST])
     for step in ran[:_MOST]:
-        shown = "  ".join(f"{k} {_number(v)}" for k, v in sorted(step.metrics.items()))
+        shown = row_text(dict(sorted(step.metrics.items())))
         lines.append(f"  {step.stage:{width}}  {shown or '(no metrics)'}")
     if len(ran) > _MOST:
         lines.append(f"  ... and {len(ran) - _MOST} more (`python -m pipeline run --json` has all)")
@@ -79,12 +81,6 @@ def results(done: Sequence[Any], folder: Callable[[Any], Path]) -> str:
                 shown = ", ".join(files[:8]) + (", ..." if len(files) > 8 else "")
                 lines.append(f"{pin.name} {pin.version}: {_relative(path)}/ ({shown})")
     return "".join(f"{text}\n" for text in lines)
-
-
-def _number(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def _relative(path: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import errno
 import functools
 import json
 import re
@@ -12,7 +13,7 @@ from typing import Any
 
 from pipeline import constraints
 from pipeline.declared import Declared
-from pipeline.errors import ConfigError, UsageError, did_you_mean
+from pipeline.errors import ConfigError, UsageError, did_you_mean, unknown_key
 from pipeline.spec import StageSpec
 
 
@@ -284,18 +285,10 @@ def _hydra(spec: StageSpec, overrides: Sequence[str]) -> Any:
 
 
 def _unusable(spec: StageSpec, overrides: Sequence[str], exc: OSError) -> str:
-    for override in overrides:
-        key = override_key(override)
-        if len(key) > _LONGEST:
-            return (
-                f"unknown config key `{spec.name}.{key[:40]}...` ({len(key)} characters); "
-                f"`python -m {spec.module} --help` lists the keys"
-            )
+    if exc.errno == errno.ENAMETOOLONG:
+        key = max((override_key(o) for o in overrides), key=len)
+        return unknown_key(spec.name, key, (), spec.module)
     return f"cannot apply overrides to `{spec.name}`: {exc.strerror or exc}"
-
-
-#: Longer than any file name a config group could have (NAME_MAX on Linux and macOS).
-_LONGEST = 255
 
 
 def _keys_kept(spec: StageSpec, cfg: Any) -> list[str]:
@@ -316,13 +309,7 @@ def _composed(spec: StageSpec, cfg: Any) -> Composed:
 def _explain(spec: StageSpec, overrides: Sequence[str], exc: Exception) -> str:
     text = str(exc)
     if (m := re.search(r"Could not override '([^']+)'", text)) is not None:
-        key = m.group(1)
-        known = _keys(spec)
-        return (
-            f"unknown config key `{spec.name}.{key}`"
-            f"{did_you_mean(f'{spec.name}.{key}', known)} "
-            f"(`python -m {spec.module} --help` lists the keys)"
-        )
+        return unknown_key(spec.name, m.group(1), _keys(spec), spec.module)
     if (m := re.search(r"Could not find '([^']+)/([^']+)'", text)) is not None:
         group, option = m.groups()
         options = ", ".join(sorted(spec.groups.get(group, {})))

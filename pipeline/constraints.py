@@ -22,7 +22,7 @@ import typing
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from pipeline.errors import ConfigError, did_you_mean
+from pipeline.errors import ConfigError, unknown_key
 from pipeline.spec import StageSpec
 
 #: A config entry naming what it builds (hydra-zen's ``builds``).
@@ -72,10 +72,7 @@ def _check_one(
         prefix = f"{spec.name}.{key}".rpartition(".")[0]
         hidden = spec.path_params if owner is spec.task else frozenset()
         known = [f"{prefix}.{p}" for p in sorted(accepted - hidden)]
-        raise ConfigError(
-            f"unknown config key `{spec.name}.{key}`{did_you_mean(f'{spec.name}.{key}', known)}"
-            f" (`python -m {spec.module} --help` lists the keys)"
-        )
+        raise ConfigError(unknown_key(spec.name, key, known, spec.module))
     if isinstance(value, Mapping) and TARGET in value:
         return  # a config that builds the value: its own entries are checked
     adapter = _adapter(owner, param)

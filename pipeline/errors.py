@@ -58,6 +58,22 @@ class NotReproduced(PipelineError, RuntimeError):
     exit_code = 1
 
 
+def unknown_key(stage: str, key: str, known: Iterable[str], module: str) -> str:
+    """The line for a key ``stage``'s config lacks: the closest known one, and the help.
+
+    A key longer than any name (a pasted blob) is shown by its start and its length.
+    """
+    if len(key) > _LONGEST:
+        shown = f"`{stage}.{key[:40]}...` ({len(key)} characters)"
+    else:
+        shown = f"`{stage}.{key}`{did_you_mean(f'{stage}.{key}', known)}"
+    return f"unknown config key {shown} (`python -m {module} --help` lists the keys)"
+
+
+#: Longer than any file name a config group could have (NAME_MAX on Linux and macOS).
+_LONGEST = 255
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A ``"; did you mean `x`?"`` suffix for the closest choice, or ``""``."""
     close = difflib.get_close_matches(word, list(choices), n=1)

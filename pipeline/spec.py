@@ -34,13 +34,14 @@ def report(stage: str, **row: float) -> None:
     W&B callback logs it as history, so W&B draws learning curves). Stage code calls this
     and knows nothing of either.
     """
-    _progress.info("%s: %s", stage, "  ".join(f"{k} {_number(v)}" for k, v in row.items()))
+    _progress.info("%s: %s", stage, row_text(row))
     for listener in list(LISTENERS):
         listener(dict(row))
 
 
-def _number(value: float) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+def row_text(row: Mapping[str, Any]) -> str:
+    """Numbers as a line people read: ``epoch 3  train_loss 0.2134`` (4 significant digits)."""
+    return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
 
 
 class StageInputError(ValueError):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import stages
-from tests.e2e.support import FAST, Cli, make_cli
+from tests.e2e.support import FAST, Cli, copy_workspace, make_cli
 
 
 @pytest.fixture(scope="session")
@@ -23,9 +23,7 @@ def ran_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def workspace(ran_once: Path, tmp_path: Path) -> Path:
     """A private copy of the workspace that ran once."""
-    copy = tmp_path / "ws"
-    shutil.copytree(ran_once, copy, symlinks=True)
-    return copy
+    return copy_workspace(ran_once, tmp_path)
 
 
 @pytest.fixture

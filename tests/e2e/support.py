@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -40,6 +41,13 @@ def _env(home: Path) -> dict[str, str]:
         PYTHONWARNINGS="error",
     )
     return env
+
+
+def copy_workspace(source: Path, folder: Path) -> Path:
+    """A private copy of a workspace at ``folder / "ws"`` (links kept as links)."""
+    copy = folder / "ws"
+    shutil.copytree(source, copy, symlinks=True)
+    return copy
 
 
 def make_cli(workspace: Path) -> Cli:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.store import object_name
-from tests.e2e.support import FAST, actions, make_cli, snapshot, status
+from tests.e2e.support import FAST, actions, copy_workspace, make_cli, snapshot, status
 from tests.e2e.test_crash_safety import _crashpoint, assert_valid
 
 SECOND = ("train.epochs=3", "wandb.mode=disabled")
@@ -23,17 +23,14 @@ UNPINNED = {"model:v0", "evaluation:v0", "plots:v0"}
 @pytest.fixture(scope="module")
 def two_configs(ran_once: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The workspace that ran once, then trained a second config: v0s unpinned, v1s pinned."""
-    workspace = tmp_path_factory.mktemp("gc") / "ws"
-    shutil.copytree(ran_once, workspace, symlinks=True)
+    workspace = copy_workspace(ran_once, tmp_path_factory.mktemp("gc"))
     make_cli(workspace)("run", *SECOND)
     return workspace
 
 
 @pytest.fixture
 def trained(two_configs: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "ws"
-    shutil.copytree(two_configs, copy, symlinks=True)
-    return copy
+    return copy_workspace(two_configs, tmp_path)
 
 
 def _removed(output: str) -> set[str]:
