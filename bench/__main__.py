@@ -86,6 +86,11 @@ def table(results: Sequence[Result]) -> str:
         if "seconds" in r.extra:  # benchmark 5: no DVC side, absolute seconds
             ours = ", ".join(f"{k} {_cell(v)}" for k, v in r.extra["seconds"].items())
         rows.append(f"| {r.title} | {ours} | {_cell(r.dvc)} | {ratio} | {r.target} | {met} |")
+        if "floor" in r.extra and r.dvc:
+            floor = statistics.median(r.extra["floor"]) / statistics.median(r.dvc)
+            cells = f"{_cell(r.extra['floor'])} | | {floor:.2f}"
+            label = "... its floor: the DVC stage commands in one interpreter"
+            rows.append(f"| {label} | {cells} | | |")
         if "writer_alone" in r.extra:
             rows.append(f"| ... the writer alone | {_cell(r.extra['writer_alone'])} | | | | |")
         if "yaml" in r.extra.get("lock", {}):

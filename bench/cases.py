@@ -265,8 +265,26 @@ def full_pipeline(settings: Settings) -> Result:
         finally:
             h.remove(folder)
 
+    def floor() -> float:
+        folder = h.workspace("full-floor")
+        try:
+            _write_default_dvc(folder, settings)
+            seconds = h.timed([h.PYTHON, "-m", "bench.floor"], folder, env, settings.timeout)
+            _check_default_outputs(folder)
+            return seconds
+        finally:
+            h.remove(folder)
+
     rounds = settings.heavy_repeat
-    result.ours, result.dvc = h.alternate(rounds, ours, dvc if settings.dvc else None)
+    floors: list[float] = []
+
+    def ours_then_floor() -> float:
+        seconds = ours()
+        floors.append(floor())
+        return seconds
+
+    result.ours, result.dvc = h.alternate(rounds, ours_then_floor, dvc if settings.dvc else None)
+    result.extra["floor"] = floors
     if settings.profiles and result.met is False:
         folder = h.workspace("full-profile")
         try:
