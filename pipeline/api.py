@@ -15,8 +15,11 @@ __all__ = ["artifact", "lineage", "lock_entry"]
 
 
 def artifact(ref: str, workspace: str | Path = ".") -> Path:
-    """The read-only local folder of an artifact version: ``model:v2``, ``evaluation:latest``."""
-    name, version = _lineage.parse_ref(ref)
+    """The read-only local folder of an artifact version: ``model:v2``, ``evaluation:latest``.
+
+    A bare name (``model``) means the version the workspace's lock pins.
+    """
+    name, version, _ = _lineage.ref_in(Path(workspace), ref)
     store = open_existing(Path(workspace))
     try:
         pin = _lineage.resolve(store, name, version)
@@ -39,10 +42,11 @@ def lineage(ref: str, workspace: str | Path = ".") -> nx.DiGraph:
     Nodes are runs (``run:<n>``: stage, status, fingerprint, config, metrics, W&B run) and
     artifact versions (``artifact:<name>:<version>``: type, digest, size, files, path);
     edges go artifact -> run for a use and run -> artifact for a log.
-    ``graph.graph["focus"]`` is the version asked for.
+    ``graph.graph["focus"]`` is the version asked for; a bare name means the lock's pin.
     """
+    name, version, _ = _lineage.ref_in(Path(workspace), ref)
     store = open_existing(Path(workspace))
     try:
-        return _lineage.of(store, *_lineage.parse_ref(ref))
+        return _lineage.of(store, name, version)
     finally:
         store.close()

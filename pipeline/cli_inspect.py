@@ -28,7 +28,11 @@ def add_parsers(sub: Any) -> None:
     dag.add_argument("args", nargs="*", metavar="STAGE.KEY=VALUE", help="overrides, or a sweep")
     dag.add_argument("-m", "--multirun", action="store_true", help="draw a sweep's members")
     lineage = sub.add_parser("lineage", help="where an artifact version came from, what used it")
-    lineage.add_argument("ref", metavar="NAME[:VERSION]", help="e.g. model:v2 (default latest)")
+    lineage.add_argument(
+        "ref",
+        metavar="NAME[:VERSION]",
+        help="e.g. model:v2, model:latest; a bare name means the version the lock pins",
+    )
     lineage.add_argument("--json", action="store_true", help="print the graph as JSON")
     lineage.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained page")
     locks = sub.add_parser("lock", help="compare or check dvc_free_lock.yaml")
@@ -86,8 +90,11 @@ def _lineage(args: argparse.Namespace) -> int:
 
     if args.html is not None:
         _check_page(args.html)
+    name, version, note = lineage.ref_in(args.workspace, args.ref)
     store = open_existing(args.workspace)
-    graph = lineage.of(store, *lineage.parse_ref(args.ref))
+    graph = lineage.of(store, name, version)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     if args.html:
         from pipeline.report import render_html
 
@@ -118,30 +125,40 @@ def _describe(graph: nx.DiGraph, node: str) -> str:
 
 
 def _tree(graph: nx.DiGraph) -> list[str]:
+    import networkx as nx
+
     focus = graph.graph["focus"]
     lines = [_describe(graph, focus), "made by:"]
-    lines += _walk(graph, focus, graph.predecessors, "  ", set()) or ["  (nothing: not made here)"]
+    up = nx.single_source_shortest_path_length(graph.reverse(copy=False), focus)
+    lines += _walk(graph, focus, graph.predecessors, up) or ["  (nothing: not made here)"]
     lines.append("used by:")
-    lines += _walk(graph, focus, graph.successors, "  ", set()) or ["  (nothing yet)"]
+    down = nx.single_source_shortest_path_length(graph, focus)
+    lines += _walk(graph, focus, graph.successors, down) or ["  (nothing yet)"]
     return lines
 
 
 def _walk(
-    graph: nx.DiGraph, node: str, step: Callable[[str], Any], indent: str, seen: set[str]
+    graph: nx.DiGraph,
+    node: str,
+    step: Callable[[str], Any],
+    depth: dict[str, int],
+    shown: set[str] | None = None,
 ) -> list[str]:
-    lines = []
+    """Each node once, under a neighbour one step nearer the focus (its shortest path)."""
+    lines, shown = [], set() if shown is None else shown
+    indent = "  " * depth[node] + "  "
     for nxt in sorted(step(node)):
-        again = nxt in seen
-        seen.add(nxt)
-        lines.append(f"{indent}{_describe(graph, nxt)}{'  (see above)' if again else ''}")
-        if graph.nodes[nxt]["kind"] == "run" and not again:
-            shown = lock.user_config(
+        if depth[nxt] != depth[node] + 1 or nxt in shown:
+            continue
+        shown.add(nxt)
+        lines.append(f"{indent}{_describe(graph, nxt)}")
+        if graph.nodes[nxt]["kind"] == "run":
+            keys = lock.user_config(
                 graph.nodes[nxt]["config"], graph.nodes[nxt].get("overrides", ())
             )
-            config = " ".join(f"{k}={v}" for k, v in sorted(shown.items()))
+            config = " ".join(f"{k}={v}" for k, v in sorted(keys.items()))
             lines.append(f"{indent}  config: {config}")
-        if not again:
-            lines += _walk(graph, nxt, step, indent + "  ", seen)
+        lines += _walk(graph, nxt, step, depth, shown)
     return lines
 
 

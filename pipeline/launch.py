@@ -20,7 +20,7 @@ from typing import Any
 
 from pipeline.callback import ArtifactRef, StageRun, stage_spec
 from pipeline.errors import ConfigError, NoSpace, PipelineError, StageFailed
-from pipeline.spec import OUT_PARAM, StageInputError, StageSpec
+from pipeline.spec import OUT_PARAM, StageInputError, StageSpec, pin_cpu_numerics
 from pipeline.store import Store
 from pipeline.sweep import slot_label
 
@@ -31,8 +31,12 @@ _FULL_BELOW = 1 << 20  # bytes free under which a failing stage is taken to have
 
 
 def environment() -> dict[str, str]:
-    """Python's and the bit-relevant libraries' versions, read without importing them."""
-    found = {"python": platform.python_version()}
+    """Python's, the CPU code paths' and the bit-relevant libraries' versions.
+
+    Pins the CPU code paths first (see :func:`pipeline.spec.pin_cpu_numerics`), so it
+    must be called before the stage's first tensor operation; imports none of the libraries.
+    """
+    found = {"python": platform.python_version(), "cpu": pin_cpu_numerics()}
     for name in _LIBRARIES:
         try:
             found[name] = importlib.metadata.version(name)

@@ -2,21 +2,76 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
 from pipeline.errors import UsageError, did_you_mean
-from pipeline.lock import InputPin
+from pipeline.lock import LOCK_NAME, InputPin, Lock, read
 from pipeline.store import Store
 
 
-def parse_ref(text: str) -> tuple[str, str]:
-    """``model:v2`` -> (``model``, ``v2``); a bare name means ``latest``."""
+def parse_ref(text: str) -> tuple[str, str | None]:
+    """``model:v2`` -> (``model``, ``v2``); a bare name has no version (None)."""
     name, _, ref = text.partition(":")
     if not name:
         raise UsageError(f"`{text}` should be NAME or NAME:VERSION, e.g. `model:v2`")
-    return name, ref or "latest"
+    return name, ref or None
+
+
+def pinned(lock: Lock, name: str) -> dict[str, list[str]]:
+    """The versions of ``name`` the lock pins, each with the blocks that log or use it."""
+    found: dict[str, list[str]] = {}
+    for key, block in sorted(lock.stages.items()):
+        pins = {p.version for p in block.outputs.values() if p.name == name}
+        pins |= {p.version for p in block.inputs.values() if p.name == name}
+        for version in sorted(pins):
+            found.setdefault(version, []).append(key)
+    return found
+
+
+def choose(name: str, ref: str | None, lock: Lock | None) -> tuple[str, str | None]:
+    """The version a ref means, and a note when it is not what the user may think.
+
+    ``NAME:VERSION`` and ``NAME:latest`` mean what they say (``latest`` as in W&B: the
+    newest version in the store); a bare ``NAME`` means the version the lock pins, as
+    `dvc` commands read `dvc.lock`: the pipeline's own stages first, then a sweep's
+    members, which need one named when they pin several.
+    """
+    if ref is not None:
+        return ref, None
+    versions = pinned(lock, name) if lock is not None else {}
+    if not versions:
+        return "latest", f"{LOCK_NAME} pins no `{name}`; showing `{name}:latest`"
+    order = sorted(versions, key=lambda v: (len(v), v))  # v2 before v10
+    main = [v for v in order if any("[" not in key for key in versions[v])]
+    if len(main) == 1 or len(order) == 1:
+        chosen = (main or order)[0]
+        others = [v for v in order if v != chosen]
+        if not others:
+            return chosen, None
+        return chosen, (
+            f"{LOCK_NAME} also pins {_listed(name, others)} for sweep members "
+            f"(name one to see it, e.g. `{name}:{others[0]}`)"
+        )
+    raise UsageError(
+        f"{LOCK_NAME} pins {len(order)} versions of `{name}` for sweep members: "
+        f"{_listed(name, order)}; name one, e.g. `{name}:{order[0]}`"
+    )
+
+
+def _listed(name: str, versions: list[str]) -> str:
+    shown = ", ".join(f"`{name}:{v}`" for v in versions[:4])
+    return shown + (f" and {len(versions) - 4} more" if len(versions) > 4 else "")
+
+
+def ref_in(workspace: Path, text: str) -> tuple[str, str, str | None]:
+    """``(name, version, note)`` for a ref typed in a workspace (see :func:`choose`)."""
+    name, ref = parse_ref(text)
+    path = workspace / LOCK_NAME
+    lock = read(path) if ref is None and path.is_file() else None
+    return (name, *choose(name, ref, lock))
 
 
 def artifact_id(name: str, version: str) -> str:

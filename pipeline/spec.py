@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import platform
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +44,26 @@ def report(stage: str, **row: float) -> None:
 def row_text(row: Mapping[str, Any]) -> str:
     """Numbers as a line people read: ``epoch 3  train_loss 0.2134`` (4 significant digits)."""
     return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+
+
+# On x86-64, torch picks its CPU code paths by the instruction sets the CPU has (AVX2 or
+# AVX-512), in three places, and each path rounds differently: the same stage on two
+# machines gave two model digests.  Pinned to AVX2 (which x86-64 CPUs of the last decade
+# have), the bits are the same on any of them.  A value the user set is kept (and recorded).
+CPU_PATHS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+
+
+def pin_cpu_numerics() -> str:
+    """Pin torch's CPU code paths (:data:`CPU_PATHS`) before any math; returns what is in effect.
+
+    Must run before the process's first tensor operation: torch reads these once.
+    """
+    machine = platform.machine().lower()
+    if machine not in ("x86_64", "amd64"):
+        return machine
+    for name, value in CPU_PATHS.items():
+        os.environ.setdefault(name, value)
+    return " ".join([machine, *(f"{name}={os.environ[name]}" for name in CPU_PATHS)])
 
 
 class StageInputError(ValueError):

@@ -12,11 +12,12 @@ from hydra.conf import HydraConf
 from hydra_zen import ZenStore, zen
 from hydra_zen.third_party.pydantic import pydantic_parser
 
-from pipeline.spec import StageSpec
+from pipeline.spec import StageSpec, pin_cpu_numerics
 
 
 def main(spec: StageSpec) -> None:
     """Register ``spec``'s config and group options with Hydra, then run its task."""
+    pin_cpu_numerics()  # the same bits as under the pipeline, on any x86-64 machine
     spec = _canonical(spec)
     # A store of our own, overwritable: the stage module may be imported twice
     # (as `stages.<name>` and as `__main__`) and must not clash with itself.

@@ -88,11 +88,27 @@ def test_a_rerun_reuses_and_a_new_value_runs_only_new_members(cli: Cli, workspac
     )
 
 
-def test_a_sweep_does_not_change_the_single_runs(cli: Cli, workspace: Path) -> None:
+def test_a_sweep_changes_neither_the_single_runs_nor_what_a_bare_name_means(
+    cli: Cli, workspace: Path
+) -> None:
     single = {k: v for k, v in _lock(workspace).items() if "[" not in k}
     cli("run", "plot", *SWEEP)
     assert {k: v for k, v in _lock(workspace).items() if "[" not in k} == single
     assert set(actions(cli("run", "--json")).values()) == {"reuse"}
+    # A bare name is the pipeline's own pin; the members' pins are named in a note.
+    bare = cli("lineage", "model")
+    assert bare.stdout.startswith("model:v0  (model,")
+    assert bare.stderr == (
+        "note: dvc_free_lock.yaml also pins `model:v1`, `model:v2`, `model:v3`, `model:v4` "
+        "for sweep members (name one to see it, e.g. `model:v1`)\n"
+    )
+    assert cli("lineage", "plots").stdout.startswith("plots:v0  (plots,")
+    # `latest` keeps W&B's meaning, and each run is listed once, at its nearest place.
+    latest = cli("lineage", "model:latest")
+    assert latest.stdout.startswith("model:v4  (model,") and latest.stderr == ""
+    runs = [line.split()[1] for line in latest.stdout.splitlines() if line.strip()[:5] == "run #"]
+    assert len(runs) == len(set(runs)) == 4  # prepare_data, its train, evaluate and plot
+    assert f" {PLOT}  (ok" in latest.stdout
 
 
 def _finished_members(index: Path) -> int:
