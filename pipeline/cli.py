@@ -25,13 +25,47 @@ from pipeline.lock import LOCK_NAME
 EXIT_OK = 0  # failures exit with their error class's code: 1 a stage, 2 bad input
 
 
+_ABOUT = """\
+Run the stages of an ML pipeline (prepare-data -> train -> evaluate -> plot) only when
+they are stale, record every artifact version in W&B and in dvc_free_lock.yaml, and
+reproduce or inspect them later.
+
+start with:  python -m pipeline run            (then: status, dag, lineage NAME)
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # one line and exit code 2, as for any bad input
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
+    def format_help(self) -> str:
+        if callable(getattr(self, "epilog_from", None)):  # computed only when asked for
+            self.epilog = self.epilog_from()  # type: ignore[attr-defined]
+        return super().format_help()
+
+
+def _stage_list() -> str:
+    """The stages a target may name, each with what it uses and logs (for `run --help`)."""
+    from pipeline.callback import stage_specs
+
+    try:
+        specs = stage_specs()
+    except PipelineError as exc:
+        return f"stages: cannot list them ({exc})"
+    width = max(len(s.name) for s in specs)
+    lines = ["stages (each stage's keys: python -m stages.<stage> --help):"]
+    for spec in specs:
+        uses = f"uses {', '.join(spec.uses)}; " if spec.uses else ""
+        lines.append(f"  {spec.name:<{width}}  {uses}logs {', '.join(o.name for o in spec.logs)}")
+    return "\n".join(lines)
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m pipeline", description=__doc__)
+    parser = _Parser(
+        prog="python -m pipeline",
+        description=_ABOUT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--workspace",
         type=Path,
@@ -40,7 +74,13 @@ def _parser() -> argparse.ArgumentParser:
         "upward holding either, as git finds its repository; else .)",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _add_run(sub.add_parser("run", help="bring STAGE up to date, running what is stale"))
+    run = sub.add_parser(
+        "run",
+        help="bring STAGE up to date, running what is stale",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.epilog_from = _stage_list  # type: ignore[attr-defined]
+    _add_run(run)
     status = sub.add_parser("status", help="say which stages are fresh, stale or never ran")
     _stage_args(status, "only this stage and its upstream; overrides show their effect")
     status.add_argument("--json", action="store_true", help="print a JSON document (see README)")
@@ -365,7 +405,7 @@ def _run_held(args: argparse.Namespace) -> int:
     if args.json:
         print(cli_text.steps(done, True, planned=False), end="")
     elif all(s.action != "run" for s in done):
-        print(f"all {len(done)} stages are fresh; nothing to run")
+        print(cli_text.all_fresh(done))
     else:
         found = project.store.path
         print(cli_text.results(done, lambda pin: found(pin.name, pin.version)), end="")

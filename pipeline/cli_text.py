@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.spec import row_text
+from pipeline.sweep import stage_of
 
 
 def versions(step: Any) -> str:
@@ -46,10 +47,25 @@ def steps(found: Sequence[Any], as_json: bool, planned: bool) -> str:
     lines = [line(step) for step in found]
     if planned:
         would = sum(s.action == "run" for s in found)
-        lines.append(f"dry run: {would} of {len(found)} stages would run")
+        lines.append(f"dry run: {would} of {counted(found)} would run")
     elif all(s.action != "run" for s in found):
-        lines.append(f"all {len(found)} stages are fresh; nothing to run")
+        lines.append(all_fresh(found))
     return "".join(f"{text}\n" for text in lines)
+
+
+def counted(found: Sequence[Any]) -> str:
+    """``4 stages``, or for a sweep ``10 members of 4 stages``."""
+    stages = len({stage_of(s.stage) for s in found})
+    if stages == len(found):
+        return f"{stages} stage{'s' * (stages != 1)}"
+    return f"{len(found)} members of {stages} stage{'s' * (stages != 1)}"
+
+
+def all_fresh(found: Sequence[Any]) -> str:
+    """The line that ends a run with nothing to run."""
+    if len(found) == 1:
+        return f"{found[0].stage} is fresh; nothing to run"
+    return f"all {counted(found)} are fresh; nothing to run"
 
 
 #: The files a researcher opens after a run: figures and tables.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib.metadata
+import logging
 import os
 import platform
 import shutil
@@ -13,7 +14,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,7 +248,7 @@ def launch_wave(
         *overrides,
     ]
     try:
-        with contextlib.redirect_stderr(_WithoutJobErrorLine(sys.stderr)):
+        with contextlib.redirect_stderr(_WithoutJobErrorLine(sys.stderr)), _quiet(_LAUNCHERS):
             launcher: Any = launch  # its overloads want `multirun` as a literal
             returns = launcher(
                 spec.config,
@@ -273,6 +274,25 @@ def launch_wave(
     if not multirun:
         return [returns.return_value]
     return [job_return.return_value for wave in returns for job_return in wave]
+
+
+# The launchers' own INFO lines (`Launching 2 jobs locally`, `#0 : +pipeline_member=0`) name
+# our internal member index, not the member: the CLI prints each member's key itself.
+_LAUNCHERS = ("hydra._internal.core_plugins.basic_launcher", "hydra_plugins")
+
+
+@contextlib.contextmanager
+def _quiet(names: Sequence[str]) -> Iterator[None]:
+    """Only warnings and errors from these loggers while the block runs."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 class _WithoutJobErrorLine:

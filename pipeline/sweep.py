@@ -76,7 +76,11 @@ def expand(
     for stage in order(graph, targets):
         gathers = set((fan_in or {}).get(stage, ()))
         direct = [a for a in graph.nodes[stage]["uses"] if a not in gathers]
-        own = _own_combinations(stage, swept.get(stage, ()))
+        varied = [(k, v) for k, v in swept.get(stage, ()) if len(v) > 1]
+        # A key given one value applies to every member and does not name them, unless
+        # nothing else does: then it keeps the member apart from the stage's own block.
+        fixed = _own_combinations(stage, [(k, v) for k, v in swept.get(stage, ()) if len(v) == 1])
+        own = _own_combinations(stage, varied)
         found[stage] = []
         feeds_of = {a: _feeds(found[made_by[a]], stage, a in routes.get(stage, {})) for a in direct}
         for combo in itertools.product(*(feeds_of[a] for a in direct)):
@@ -90,11 +94,12 @@ def expand(
                 gathered += feeds
                 inputs += [(_slot(artifact, m), m.key, artifact) for m in feeds]
             for assign in own:
+                named = _merge(inherited, *(m.assign for m in gathered), assign) or fixed[0]
                 member = Member(
                     stage,
-                    _merge(inherited, *(m.assign for m in gathered), assign),
+                    named,
                     tuple(inputs),
-                    tuple(f"{k.split('.', 1)[1]}={v[0]}" for k, v in assign),
+                    tuple(f"{k.split('.', 1)[1]}={v[0]}" for k, v in sorted((*assign, *fixed[0]))),
                     tuple(graph.nodes[stage]["logs"]),
                 )
                 found[stage].append(member)

@@ -8,11 +8,12 @@ import sys
 from typing import Any
 
 import hydra
-from hydra.conf import HydraConf
+from hydra.conf import HelpConf, HydraConf
 from hydra_zen import ZenStore, zen
 from hydra_zen.third_party.pydantic import pydantic_parser
 
 from pipeline.spec import StageSpec, pin_cpu_numerics
+from stages import keys
 
 
 def main(spec: StageSpec) -> None:
@@ -28,7 +29,13 @@ def main(spec: StageSpec) -> None:
             store(config, group=group, name=option)
     # Tracked in W&B like a pipeline run. The callback is named, not imported: stage code
     # stays free of wandb and of the orchestrator (see the import contracts).
-    store(HydraConf(callbacks={"wandb": {"_target_": "pipeline.callback.WandbCallback"}}))
+    store(
+        HydraConf(
+            callbacks={"wandb": {"_target_": "pipeline.callback.WandbCallback"}},
+            # `--help` lists each key with its type, range and default.
+            help=HelpConf(app_name=spec.name, template=keys.help_template(spec, sys.argv[1:])),
+        )
+    )
     store.add_to_hydra_store(overwrite_ok=True)
     # The value ranges the task declares (`stages.values`), checked by pydantic when Hydra
     # hands them over (the orchestrator checks them, its builds' too, before a run).

@@ -103,3 +103,24 @@ def test_routing_combines_with_a_hyperparameter_sweep() -> None:
     (plot,) = [m for m in members if m.stage == "plot"]
     assert len([s for s, _, a in plot.inputs if a == "evaluation"]) == 4
     assert len([s for s, _, a in plot.inputs if a == "model"]) == 2
+
+
+def test_a_key_given_one_value_applies_to_all_members_without_naming_them() -> None:
+    sweep = {"train": [("lr", ["0.1", "0.01"]), ("epochs", ["2"])], "evaluate": [("bs", ["8"])]}
+    members = expand(G, ["evaluate"], sweep, FAN_IN)
+    assert keys(members) == [
+        "prepare_data",
+        "train[train.lr=0.1]",
+        "train[train.lr=0.01]",
+        "evaluate[train.lr=0.1]",
+        "evaluate[train.lr=0.01]",
+    ]
+    assert [m.own for m in members[1:]] == [("epochs=2", "lr=0.1"), ("epochs=2", "lr=0.01")] + [
+        ("bs=8",)
+    ] * 2
+
+
+def test_a_sweep_of_single_values_stays_apart_from_the_stages_own_blocks() -> None:
+    members = expand(G, ["evaluate"], {"train": [("epochs", ["2"])]}, FAN_IN)
+    assert keys(members) == ["prepare_data", "train[train.epochs=2]", "evaluate[train.epochs=2]"]
+    assert members[1].own == ("epochs=2",)

@@ -18,17 +18,6 @@ def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_train_help_shows_config_and_model_group() -> None:
-    result = _run("-m", "stages.train", "--help")
-    assert result.returncode == 0, result.stderr
-    assert "train is powered by Hydra" in result.stdout
-    assert "model: cnn, " in result.stdout and "resnet18" in result.stdout
-    assert (
-        "\nepochs: 30\nlr: 0.003\n" in result.stdout
-        and "_target_: stages.train.train" in result.stdout
-    )
-
-
 def test_stages_run_as_hydra_apps(tmp_path: Path) -> None:
     prepared = _run(
         "-m", "stages.prepare_data", "dataset=mnist1d", "dataset.num_samples=100",
