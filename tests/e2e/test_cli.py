@@ -338,3 +338,17 @@ def test_a_fresh_clone_is_told_to_pull_not_that_its_outputs_are_damaged(
         "`python -m pipeline pull prepare_data`, or make it with "
         "`python -m pipeline run prepare_data`\n"
     )
+
+
+def test_help_says_what_the_tool_does_and_run_help_lists_the_stages(cli: Cli) -> None:
+    top = cli("--help").stdout
+    assert top.splitlines()[3].startswith("Run the stages of an ML pipeline")
+    assert "start with:  python -m pipeline run" in top
+    run = cli("run", "--help").stdout
+    assert run.endswith(
+        "stages (each stage's keys: python -m stages.<stage> --help):\n"
+        "  prepare_data  logs dataset\n"
+        "  train         uses dataset; logs model\n"
+        "  evaluate      uses model, dataset; logs evaluation\n"
+        "  plot          uses evaluation, model; logs plots\n"
+    )
