@@ -42,6 +42,14 @@ def add_parsers(sub: Any) -> None:
     diff.add_argument("new", nargs="?", help="lock file or git revision (the workspace's lock)")
     diff.add_argument("--json", action="store_true", help="print a JSON document")
     inner.add_parser("verify", help="re-hash every artifact version the lock pins")
+    runs = sub.add_parser("runs", help="the experiments table: each stage and member, metrics")
+    runs.add_argument("stage", nargs="?", help="only this stage's rows (its sweep members too)")
+    runs.add_argument("--all", action="store_true", help="every run in the store, failed too")
+    runs.add_argument("--sort", metavar="METRIC", help="best first: highest METRIC first")
+    runs.add_argument("--ascending", action="store_true", help="with --sort: lowest first")
+    shape = runs.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="print a JSON document")
+    shape.add_argument("--csv", action="store_true", help="print CSV, a column per key and metric")
     gc = sub.add_parser("gc", help="remove the store's versions no lock references")
     gc.add_argument("--dry-run", action="store_true", help="list what would go, change nothing")
     gc.add_argument(
@@ -259,7 +267,32 @@ def _gc(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _runs(args: argparse.Namespace) -> int:
+    from pipeline import experiments
+    from pipeline.store import open_existing
+
+    store = open_existing(args.workspace)
+    try:
+        records = store.runs.all()
+    finally:
+        store.close()
+    path = args.workspace / lock.LOCK_NAME
+    if args.all:
+        rows = experiments.from_index(records)
+    else:
+        rows = experiments.from_lock(lock.read(path) if path.is_file() else lock.Lock(), records)
+    rows = experiments.sort(experiments.select(rows, args.stage), args.sort, args.ascending)
+    if args.json:
+        print(experiments.as_json(rows), end="")
+    elif args.csv:
+        print(experiments.as_csv(rows), end="")
+    else:
+        print(experiments.text(rows), end="")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "runs": _runs,
     "dag": _dag,
     "lineage": _lineage,
     "lock": _lock,

@@ -132,6 +132,10 @@ def _check(ws: Workspace, args: list[str], comment: str) -> None:
         assert not _ran(reused) & set(pinned), reused.stdout  # only plot, which never ran
         for stage in pinned:
             assert "same fingerprint ran on W&B" in _lines(reused, stage)[0], reused.stdout
+    elif key == "runs --sort accuracy":  # the table, the best evaluation first
+        header, best, *rest = result.stdout.splitlines()
+        assert header.split()[:2] == ["key", "run"] and best.startswith("evaluate"), result.stdout
+        assert len(rest) >= 3
     elif key == "dag --format mermaid":
         assert result.stdout.startswith(("flowchart", "graph")), result.stdout
     elif key.startswith("lineage model:"):

@@ -1,0 +1,39 @@
+"""`pipeline runs`, the experiments table, on real runs: the lock's rows, every run, formats."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from tests.e2e.support import TRAIN_FAILS, Cli
+
+
+def test_the_table_lists_the_locks_stages_with_metrics_versions_and_wandb_runs(cli: Cli) -> None:
+    cli("run", "evaluate", "train.lr=0.01")
+    lines = cli("runs").stdout.splitlines()
+    assert lines[0].split() == ["key", "run", "outputs", "config", "metrics", "wandb"]
+    assert [line.split()[0] for line in lines[1:]] == ["prepare_data", "train", "evaluate", "plot"]
+    train = lines[2].split()
+    assert train[:5] == ["train", "#5", "model:v1", "train.epochs=2", "train.lr=0.01"]
+    assert train[-2] == "offline"
+    doc = json.loads(cli("runs", "--json").stdout)["runs"]
+    assert [r["key"] for r in doc] == ["prepare_data", "train", "evaluate", "plot"]
+    assert doc[2]["metrics"]["accuracy"] > 0.5 and doc[2]["outputs"] == ["evaluation:v1"]
+    assert doc[3]["status"] == "pinned"
+
+
+def test_every_run_sorted_by_a_metric_as_csv(cli: Cli) -> None:
+    cli("run", "evaluate", "train.lr=0.01")
+    assert cli("run", "train", *TRAIN_FAILS, check=False).returncode == 1
+    table = list(csv.DictReader(io.StringIO(cli("runs", "evaluate", "--all", "--csv").stdout)))
+    assert [t["run"] for t in table] == ["3", "6"]  # both evaluations, oldest first
+    ranked = list(csv.DictReader(io.StringIO(cli("runs", "--all", "--sort", "accuracy",
+                                                 "--csv").stdout)))  # fmt: skip
+    accuracies = [float(t["accuracy"]) for t in ranked if t["accuracy"]]
+    assert accuracies == sorted(accuracies, reverse=True) and len(accuracies) == 2
+    assert ranked[0]["stage"] == "evaluate"
+    text = cli("runs", "train", "--all").stdout
+    assert "(failed)" in text.splitlines()[-1]
+    # The index keeps the config Hydra composed: the option shows as what it builds.
+    assert "train.model.min_size=1 train.model.name=squeezenet1_0" in text.splitlines()[-1]
