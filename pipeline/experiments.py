@@ -102,6 +102,8 @@ def _apart(rows: list[Row], set_by: Mapping[str, set[str]]) -> list[Row]:
             if len(seen) > 1 or any(k not in r.config for r in peers)
         }
         wanted = varying | set_by.get(row.key, set())
+        # Keys under an option that differs follow from it (`model=mlp` brings `model.depth`).
+        wanted = {k for k in wanted if not any(k.startswith(f"{o}.") for o in varying)}
         config = {f"{row.stage}.{k}": v for k, v in sorted(row.config.items()) if k in wanted}
         kept.append(replace(row, config=config))
     return kept

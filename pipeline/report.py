@@ -12,6 +12,9 @@ from typing import Any
 
 import networkx as nx
 
+from pipeline.experiments import Row, from_index
+from pipeline.lock import user_config
+
 # The page must open on an offline laptop and never phone home, whatever a value contains.
 CSP = (
     "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; "
@@ -40,7 +43,8 @@ svg text.small{font-size:11px;fill:#57606a}.node rect,.node ellipse{stroke-width
 dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:0}dt{color:#57606a}
 dd{margin:0;overflow-wrap:anywhere}code,pre{font:13px monospace}
 pre{background:#f6f8fa;padding:8px;border-radius:6px;overflow-x:auto;margin:0}
-table{border-collapse:collapse}td,th{border:1px solid #d0d7de;padding:2px 10px;text-align:left}
+table{border-collapse:collapse}.comparison{margin:0 0 16px;overflow-x:auto}
+td,th{border:1px solid #d0d7de;padding:2px 10px;text-align:left}
 .status-failed{color:#cf222e}.status-ok{color:#1a7f37}.status-running{color:#9a6700}
 .status-failed,.status-ok,.status-running{font-weight:600}
 figure{display:inline-block;margin:8px 16px 0 0}img{max-width:560px;border:1px solid #d0d7de}
@@ -51,7 +55,7 @@ def render_html(graph: nx.DiGraph) -> str:
     """The lineage page of ``graph``: an SVG drawing and one details section per node."""
     focus = str(graph.graph["focus"])
     ids = _safe_ids(graph)
-    order = [node for layer in _layers(graph) for node in layer]
+    order = [node for layer in layers(graph) for node in layer]
     title = _esc(_label(graph, focus))
     sections = "\n".join(_details(graph, node, ids, node == focus) for node in order)
     runs = sum(_is_run(graph, node) for node in graph)
@@ -63,8 +67,61 @@ def render_html(graph: nx.DiGraph) -> str:
         f"<h1>Lineage of <code>{title}</code></h1>\n"
         f'<p class="sub">{len(graph) - runs} artifact versions, {runs} runs; '
         "click a node for its details.</p>\n"
+        f"{_comparison(graph, order, ids)}"
         f'<div class="graph">{_svg(graph, ids, focus)}</div>\n{sections}\n</body>\n</html>\n'
     )
+
+
+def _value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _comparison(graph: nx.DiGraph, order: list[str], ids: Mapping[str, str]) -> str:
+    """Per stage that ran several times here: its runs side by side, with their metrics."""
+    runs = sorted((n for n in order if _is_run(graph, n)), key=natural)
+    records = [
+        {
+            "run": graph.nodes[n].get("run"),
+            "stage": graph.nodes[n].get("stage", "?"),
+            "status": graph.nodes[n].get("status", "?"),
+            "config": graph.nodes[n].get("config") or {},
+            "metrics": graph.nodes[n].get("metrics") or {},
+            "outputs": {},
+            "wandb": graph.nodes[n].get("wandb"),
+        }
+        for n in runs
+    ]
+    node_of = {r["run"]: n for r, n in zip(records, runs, strict=True)}
+    by_stage: dict[str, list[Row]] = {}
+    for row in from_index(records):
+        by_stage.setdefault(row.stage, []).append(row)
+    tables = []
+    for stage, rows in by_stage.items():
+        metrics = sorted({m for r in rows for m in r.metrics})
+        if len(rows) < 2 or not metrics:
+            continue
+        head = "".join(f"<th>{_esc(m)}</th>" for m in metrics)
+        body = []
+        for row in rows:
+            link = f'<a href="#details-{ids[node_of[row.run]]}">{_esc(stage)} #{row.run}</a>'
+            label = row.key.partition("[")[2].rstrip("]").split(",") if "[" in row.key else []
+            named = {part.split("=", 1)[0] for part in label}
+            apart = [*label, *(f"{k}={_value(v)}" for k, v in row.config.items() if k not in named)]
+            cells = "".join(f"<td>{_esc(_number(row.metrics.get(m, '')))}</td>" for m in metrics)
+            body.append(
+                f"<tr><td>{link}</td><td><code>{_esc(' '.join(apart))}</code></td>{cells}</tr>"
+            )
+        tables.append(
+            f"<h3>{_esc(stage)}</h3><table><tr><th>run</th><th>what sets it apart</th>{head}"
+            f"</tr>{''.join(body)}</table>"
+        )
+    if not tables:
+        return ""
+    return f'<section class="comparison"><h2>Runs compared</h2>{"".join(tables)}</section>\n'
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _esc(value: object) -> str:
@@ -96,18 +153,58 @@ def _label(graph: nx.DiGraph, node: str, sub: bool = False) -> str:
     return str(attrs.get("type", "?")) if sub else f"{attrs.get('name')}:{attrs.get('version')}"
 
 
-def _layers(graph: nx.DiGraph) -> list[list[str]]:
-    return [sorted(layer, key=str) for layer in nx.topological_generations(graph)]
+def layers(graph: nx.DiGraph, sweeps: int = 4) -> list[list[str]]:
+    """The topological layers, each ordered to keep edges from crossing.
+
+    The barycenter heuristic (Sugiyama et al.): sweeping down then up, each node takes the
+    mean position of its neighbours in the layer before; ties keep the sorted order.
+    """
+    found = [sorted(layer, key=natural) for layer in nx.topological_generations(graph)]
+    for sweep in range(2 * sweeps):
+        down = sweep % 2 == 0
+        indices = range(1, len(found)) if down else range(len(found) - 2, -1, -1)
+        for i in indices:
+            before = {n: k for k, n in enumerate(found[i - 1 if down else i + 1])}
+            near = graph.predecessors if down else graph.successors
+            now = {n: k for k, n in enumerate(found[i])}
+            found[i] = sorted(found[i], key=lambda n: (_center(near(n), before, now[n]), now[n]))
+    return found
+
+
+def natural(node: object) -> tuple[Any, ...]:
+    """A sort key that puts ``run:2`` before ``run:10`` and ``model:v9`` before ``model:v10``."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(node)))
+
+
+def _center(neighbours: Iterable[str], before: Mapping[str, int], own: int) -> float:
+    seen = [before[n] for n in neighbours if n in before]
+    return sum(seen) / len(seen) if seen else float(own)
+
+
+def crossings(graph: nx.DiGraph, layers: list[list[str]]) -> int:
+    """How many pairs of edges between adjacent layers cross in this order."""
+    where = {n: (i, k) for i, layer in enumerate(layers) for k, n in enumerate(layer)}
+    spans = [
+        (where[a][1], where[b][1], where[a][0])
+        for a, b in graph.edges
+        if where[b][0] == where[a][0] + 1
+    ]
+    return sum(
+        1
+        for x, (a1, b1, l1) in enumerate(spans)
+        for a2, b2, l2 in spans[x + 1 :]
+        if l1 == l2 and (a1 - a2) * (b1 - b2) < 0
+    )
 
 
 def _layout(graph: nx.DiGraph) -> tuple[dict[str, tuple[int, int, int]], int, int]:
     """Left, top and width of each node box, and the drawing's width and height."""
-    layers = _layers(graph)
-    tallest = max((len(layer) for layer in layers), default=1)
+    columns = layers(graph)
+    tallest = max((len(layer) for layer in columns), default=1)
     height = 2 * MARGIN + tallest * NODE_H + (tallest - 1) * GAP_Y
     where: dict[str, tuple[int, int, int]] = {}
     left = MARGIN
-    for layer in layers:
+    for layer in columns:
         # Each column is as wide as its longest label, so short labels leave no wide gaps.
         chars = max(max(len(_label(graph, n)), len(_label(graph, n, sub=True))) for n in layer)
         width = max(MIN_W, chars * CHAR_W + 28)
@@ -167,8 +264,9 @@ def _details(graph: nx.DiGraph, node: str, ids: Mapping[str, str], focus: bool) 
     rows.append(("outputs", _links(graph, graph.successors(node), ids)))
     body = "<dl>" + "".join(f"<dt>{key}</dt><dd>{value}</dd>" for key, value in rows) + "</dl>"
     if run:
-        config = json.dumps(attrs.get("config") or {}, indent=2, sort_keys=True, default=str)
-        body += f"<h3>Config</h3><pre>{_esc(config)}</pre>"
+        keys = user_config(attrs.get("config") or {}, attrs.get("overrides", ()))
+        config = "\n".join(f"{k}: {_value(v)}" for k, v in sorted(keys.items()))
+        body += f"<h3>Config</h3><pre>{_esc(config or '(defaults only)')}</pre>"
         body += f"<h3>Metrics</h3>{_metrics(attrs.get('metrics') or {})}"
     else:
         body += _images(attrs.get("images") or [])
