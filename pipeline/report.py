@@ -44,6 +44,7 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:0}dt{c
 dd{margin:0;overflow-wrap:anywhere}code,pre{font:13px monospace}
 pre{background:#f6f8fa;padding:8px;border-radius:6px;overflow-x:auto;margin:0}
 table{border-collapse:collapse}.comparison{margin:0 0 16px;overflow-x:auto}
+summary{cursor:pointer;margin:6px 0}
 td,th{border:1px solid #d0d7de;padding:2px 10px;text-align:left}
 .status-failed{color:#cf222e}.status-ok{color:#1a7f37}.status-running{color:#9a6700}
 .status-failed,.status-ok,.status-running{font-weight:600}
@@ -74,6 +75,9 @@ def render_html(graph: nx.DiGraph) -> str:
 
 def _value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+_OPEN_ROWS = 12  # a stage's comparison with more runs starts folded
 
 
 def _comparison(graph: nx.DiGraph, order: list[str], ids: Mapping[str, str]) -> str:
@@ -111,9 +115,12 @@ def _comparison(graph: nx.DiGraph, order: list[str], ids: Mapping[str, str]) -> 
             body.append(
                 f"<tr><td>{link}</td><td><code>{_esc(' '.join(apart))}</code></td>{cells}</tr>"
             )
+        # Many members: folded (a click opens it), so the graph stays near the top.
+        shown = " open" if len(rows) <= _OPEN_ROWS else ""
         tables.append(
-            f"<h3>{_esc(stage)}</h3><table><tr><th>run</th><th>what sets it apart</th>{head}"
-            f"</tr>{''.join(body)}</table>"
+            f'<details class="stage"{shown}><summary><b>{_esc(stage)}'
+            f"</b>: {len(rows)} runs</summary><table><tr><th>run</th><th>what sets it apart"
+            f"</th>{head}</tr>{''.join(body)}</table></details>"
         )
     if not tables:
         return ""

@@ -257,7 +257,10 @@ def test_runs_are_compared_at_the_top_by_what_sets_them_apart() -> None:
     top = page.index('<section class="comparison">')
     assert top < page.index('<div class="graph">')
     table = page[top : page.index("</section>", top)]
-    assert "<h3>train[train.lr=0.0]</h3>" not in table  # one table per stage, not per member
-    assert "<h3>train</h3>" in table and "<h3>evaluate</h3>" in table
+    # One table per stage, not per member; open while short, folded when many.
+    assert '<details class="stage" open><summary><b>train</b>: 3 runs</summary>' in table
+    assert '<details class="stage" open><summary><b>evaluate</b>: 3 runs</summary>' in table
+    many = render_html(_sweep(13))
+    assert '<details class="stage"><summary><b>train</b>: 13 runs</summary>' in many
     assert '<a href="#details-run_3">train #3</a></td><td><code>train.lr=0.1</code>' in table
     assert "<th>accuracy</th>" in table and "_target_" not in page
