@@ -30,7 +30,7 @@ Run the stages of an ML pipeline (prepare-data -> train -> evaluate -> plot) onl
 they are stale, record every artifact version in W&B and in dvc_free_lock.yaml, and
 reproduce or inspect them later.
 
-start with:  python -m pipeline run            (then: status, dag, lineage NAME)
+start with:  python -m pipeline run            (then: status, runs, lineage NAME)
 """
 
 

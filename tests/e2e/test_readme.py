@@ -7,13 +7,14 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from pipeline import lock
-from tests.e2e.support import make_cli
+from tests.e2e.support import env_for, make_cli
 from tests.wandb_server import WandbServer
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -169,3 +170,50 @@ def test_the_everyday_block_does_what_its_comments_say(tmp_path: Path, server: W
     assert len(lines) >= 15
     for args, comment in lines:
         _check(ws, args, comment)
+
+
+def first_hour() -> list[tuple[list[str], list[str]]]:
+    """The "Your first hour" transcript: (arguments after `python -m pipeline`, lines shown)."""
+    text = README.read_text(encoding="utf-8")
+    block = text.split("## Your first hour", 1)[1].split("```\n", 1)[1].split("```", 1)[0]
+    found: list[tuple[list[str], list[str]]] = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            words = shlex.split(line[2:])
+            assert words[:3] == ["python", "-m", "pipeline"], line
+            found.append((words[3:], []))
+        else:
+            found[-1][1].append(line)
+    return found
+
+
+def _plain(text: str, workspace: Path) -> list[str]:
+    """Output with what differs between runs made the same: W&B run ids, times, paths."""
+    text = text.replace(f"{workspace}/", "")
+    text = re.sub(r"(W&B offline run |offline )[a-z0-9]{8}\b", r"\1<id>", text)
+    text = re.sub(r"done in [0-9.]+ s", "done in <t> s", text)
+    # The per-epoch lines (left out of the README) and matplotlib's first-use note.
+    return [
+        line
+        for line in text.splitlines()
+        if "[pipeline.progress]" not in line and "matplotlib.font_manager" not in line
+    ]
+
+
+def test_the_first_hour_transcript_is_what_the_commands_print(tmp_path: Path) -> None:
+    """The default config, so the figures are the README's own: digests and metrics are
+    bit-exact on CPU; only W&B run ids, times and the workspace's path may differ."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    for args, shown in first_hour():
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline", *args],
+            cwd=workspace,
+            env=env_for(workspace),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stdout
+        assert _plain(result.stdout, workspace) == _plain("\n".join(shown), workspace), args
