@@ -26,7 +26,14 @@ from typing import Any
 from pipeline import lock
 from pipeline.errors import StoreError, UsageError
 from pipeline.memo import STORE_DIR
-from pipeline.store import COLLECTED, Store, busy_bound, object_name, open_existing
+from pipeline.store import (
+    CHECKPOINTS,
+    COLLECTED,
+    Store,
+    busy_bound,
+    object_name,
+    open_existing,
+)
 
 _GATE = Path(STORE_DIR) / "locks" / "gc.lock"
 
@@ -39,6 +46,9 @@ class Garbage:
     folders: tuple[Path, ...]
     objects: tuple[Path, ...]
     freed: int
+    # Interrupted runs' checkpoints (a run in progress holds gc off): folders and bytes.
+    checkpoints: tuple[Path, ...] = ()
+    checkpoint_bytes: int = 0
 
 
 def referenced(locks: Iterable[lock.Lock]) -> set[tuple[str, str]]:
@@ -175,6 +185,8 @@ def collect(
                 drop_folder(store, folder)
             for obj in garbage.objects:
                 obj.unlink(missing_ok=True)
+            for folder in garbage.checkpoints:
+                shutil.rmtree(folder, ignore_errors=True)
             _prune(store.root / "objects")
             _prune(store.root / "artifacts")
         return garbage, revisions
@@ -197,7 +209,11 @@ def _decide(store: Store, db: sqlite3.Connection, keep: set[tuple[str, str]]) ->
         if p.name[1:].isdigit() and (p.parent.name, p.name) not in there
     )
     versions = tuple(sorted((n, v, s) for n, v, _, s, _ in rows if (n, v) in gone))
-    return Garbage(versions, tuple(folders), tuple(objects), _freed([*folders, *objects]))
+    checkpoints = tuple(sorted((store.root / CHECKPOINTS).glob("*")))
+    freed = _freed([*folders, *objects])
+    return Garbage(
+        versions, tuple(folders), tuple(objects), freed, checkpoints, _freed(checkpoints)
+    )
 
 
 def _freed(paths: Iterable[Path]) -> int:
@@ -272,6 +288,12 @@ def summary(garbage: Garbage, dry_run: bool, revisions: int) -> list[str]:
         if garbage.freed or garbage.folders or garbage.objects:
             verb = "would remove" if dry_run else "removed"
             lines.append(f"{verb} what an interrupted gc left, {human(garbage.freed)}")
+    if garbage.checkpoints:
+        verb, count = "would remove" if dry_run else "removed", len(garbage.checkpoints)
+        lines.append(
+            f"{verb} the checkpoints of {count} interrupted run{'s' * (count != 1)} "
+            f"({human(garbage.checkpoint_bytes)}); rerunning those configs starts them over"
+        )
     if dry_run:
         lines.append("dry run: nothing was changed")
     return lines

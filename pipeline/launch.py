@@ -21,7 +21,13 @@ from typing import Any
 
 from pipeline.callback import ArtifactRef, StageRun, stage_spec
 from pipeline.errors import ConfigError, NoSpace, PipelineError, StageFailed
-from pipeline.spec import OUT_PARAM, StageInputError, StageSpec, pin_cpu_numerics
+from pipeline.spec import (
+    OUT_PARAM,
+    StageInputError,
+    StageSpec,
+    checkpointing,
+    pin_cpu_numerics,
+)
 from pipeline.store import Store
 from pipeline.sweep import slot_label
 
@@ -105,13 +111,15 @@ class WaveTask:
         )
         staging = store.staging()  # after the index took the run: a busy one leaves no folder
         try:
-            tracked.metrics = _plain(_call(spec, job, staging) or {})
+            with checkpointing(store.checkpoints(job.fingerprint)):
+                tracked.metrics = _plain(_call(spec, job, staging) or {})
             tracked.environment = env
             committed = {
                 o.name: store.commit_version(staging / o.name, job.artifacts[o.name], o.type)
                 for o in spec.logs
             }
             outputs = {k: pin for k, (pin, _) in committed.items()}
+            store.drop_checkpoints(job.fingerprint)  # committed: nothing resumes this run
         except (Exception, KeyboardInterrupt) as exc:
             # First give the space back (a full disk): drop the failed stage's objects,
             # which may hold its output files open, then its folder.

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 #: Name of the parameter through which every stage receives its output folder.
@@ -39,6 +42,34 @@ def report(stage: str, **row: float) -> None:
     _progress.info("%s: %s", stage, row_text(row))
     for listener in list(LISTENERS):
         listener(dict(row))
+
+
+def note(stage: str, text: str) -> None:
+    """One line of the stage's log that is not a row of numbers: ``train: resumed from epoch 3``."""
+    _progress.info("%s: %s", stage, text)
+
+
+_CHECKPOINTS: ContextVar[Path | None] = ContextVar("pipeline_checkpoints", default=None)
+
+
+def checkpoint_dir() -> Path | None:
+    """Where the running stage keeps state that must survive a kill, or None (no pipeline).
+
+    The runner gives each run a folder in the store's scratch space named by the run's
+    fingerprint, so a rerun of the same fingerprint (after a kill, a preemption, a SLURM
+    requeue) finds it; the runner removes it once the stage's outputs are committed.
+    """
+    return _CHECKPOINTS.get()
+
+
+@contextlib.contextmanager
+def checkpointing(folder: Path | None) -> Iterator[None]:
+    """Make ``folder`` the :func:`checkpoint_dir` of the stage run inside the block."""
+    token = _CHECKPOINTS.set(folder)
+    try:
+        yield
+    finally:
+        _CHECKPOINTS.reset(token)
 
 
 def row_text(row: Mapping[str, Any]) -> str:

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 BUSY_ENV = "PIPELINE_INDEX_WAIT"
 #: The alias holding the highest version number `gc` removed (no name a user can type).
 COLLECTED = "#collected"
+#: The store's folder of in-progress runs' checkpoints, one folder per fingerprint.
+CHECKPOINTS = "checkpoints"
 
 
 def busy_bound() -> float:
@@ -250,6 +252,17 @@ class Store:
         folder = self._temp()
         folder.mkdir()
         return folder
+
+    def checkpoints(self, fingerprint: str) -> Path:
+        """The scratch folder of a run's checkpoints, by its fingerprint (made on first use).
+
+        Outside `tmp/`, which a store open clears: a rerun after a kill finds it.
+        """
+        return self.root / CHECKPOINTS / fingerprint
+
+    def drop_checkpoints(self, fingerprint: str) -> None:
+        """Remove a run's checkpoints: its outputs are committed, nothing resumes it."""
+        shutil.rmtree(self.checkpoints(fingerprint), ignore_errors=True)
 
     def commit(self, folder: Path, name: str, type_: str) -> OutputPin:
         """Store a folder's files as a version of ``name``; identical content reuses its version."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from hydra_zen import MISSING, builds
 
-from pipeline.spec import Output, StageSpec, report
+from pipeline.spec import Output, StageSpec, checkpoint_dir, note, report
 from stages import app, data, models
 from stages.values import Count, Device, NonNegative, Positive
 
@@ -49,7 +49,9 @@ def train(
         net = model(meta["input_shape"], meta["num_classes"]).to(dev)
         optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
         fit, held_out = (_tensors(dataset, split, dev) for split in ("train", "val"))
-        history, best = _fit(net, optimizer, fit, held_out, epochs, batch_size, seed)
+        history, best = _fit(
+            net, optimizer, fit, held_out, epochs, batch_size, seed, _Checkpoint(dev)
+        )
     folder = out / "model"
     models.save(folder, net, models.describe(model, meta["input_shape"], meta["num_classes"]))
     data.write_json(folder / "history.json", {"best_epoch": best, "epochs": history})
@@ -71,26 +73,109 @@ def _fit(
     epochs: int,
     batch_size: int,
     seed: int,
+    checkpoint: _Checkpoint | None = None,
 ) -> tuple[list[dict[str, float]], int]:
-    """Train for ``epochs``, leave the best epoch's weights in ``net``; history and its epoch."""
+    """Train for ``epochs``, leave the best epoch's weights in ``net``; history and its epoch.
+
+    With a ``checkpoint``, every epoch's end is saved and a run killed midway resumes from
+    its last saved epoch to the same bits as a run never interrupted.
+    """
     import torch
 
     # Shuffling on a CPU generator of our own keeps the order independent of device.
     generator = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
     best_key, best_epoch, best_state = (-1.0, 0.0), 0, {}
-    for epoch in range(1, epochs + 1):
+    saved = checkpoint.load() if checkpoint else None
+    if saved is not None:
+        net.load_state_dict(saved["net"])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"].cpu())
+        _set_rng(saved["rng"])
+        history, best_key, best_epoch = saved["history"], tuple(saved["best_key"]), saved["best"]
+        best_state = saved["best_state"]
+        note("train", f"resumed from epoch {len(history)}")
+    for epoch in range(len(history) + 1, epochs + 1):
         started = time.perf_counter()
         train_loss = _epoch(net, optimizer, *fit, batch_size, generator, epoch)
         val_loss, val_accuracy = _score(net, *held_out, batch_size)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss}
         history.append({**row, "val_accuracy": val_accuracy})
-        report("train", **history[-1], seconds=round(time.perf_counter() - started, 2))
         if (val_accuracy, -val_loss) > best_key or len(held_out[1]) == 0:
             best_key, best_epoch = (val_accuracy, -val_loss), epoch
             best_state = {k: v.clone() for k, v in net.state_dict().items()}
+        if checkpoint and epoch < epochs:
+            checkpoint.save(
+                net=net.state_dict(),
+                optimizer=optimizer.state_dict(),
+                generator=generator.get_state(),
+                rng=_rng(),
+                history=history,
+                best_key=list(best_key),
+                best=best_epoch,
+                best_state=best_state,
+            )
+        report("train", **history[-1], seconds=round(time.perf_counter() - started, 2))
     net.load_state_dict(best_state)
     return history, best_epoch
+
+
+class _Checkpoint:
+    """The end of the last finished epoch, in the pipeline's checkpoint folder for this run.
+
+    Written whole to a new file and renamed over the old one, so a kill leaves the previous
+    epoch's checkpoint; one that cannot be read (another torch, damage) is ignored.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        folder = checkpoint_dir()
+        self.path = folder / "train.pt" if folder is not None else None
+        self.device = device
+
+    def __bool__(self) -> bool:
+        return self.path is not None
+
+    def load(self) -> dict[str, Any] | None:
+        import torch
+
+        if self.path is None or not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location=self.device, weights_only=True)
+        except Exception as exc:  # damaged or from another version: start over
+            note(
+                "train",
+                f"checkpoint `{self.path}` unreadable ({type(exc).__name__}); starting over",
+            )
+            return None
+        return state if isinstance(state, dict) else None
+
+    def save(self, **state: Any) -> None:
+        import torch
+
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+
+def _rng() -> dict[str, Any]:
+    """Every random state train draws from: torch's CPU generator (dropout) and CUDA's."""
+    import torch
+
+    states: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng(states: Mapping[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(states["cpu"].cpu())
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
 
 
 @contextmanager

@@ -164,3 +164,15 @@ def test_gc_without_a_lock_is_one_line(tmp_path: Path) -> None:
     found = make_cli(tmp_path)("gc", check=False)
     assert found.returncode == 2 and found.stdout == ""
     assert re.fullmatch(r"error: `.*dvc_free_lock.yaml` does not exist: [^\n]*\n", found.stderr)
+
+
+def test_gc_removes_the_checkpoints_of_interrupted_runs(trained: Path) -> None:
+    left = trained / ".pipeline" / "checkpoints" / ("f" * 64)
+    left.mkdir(parents=True)
+    (left / "train.pt").write_bytes(b"x" * 2048)
+    cli = make_cli(trained)
+    dry = cli("gc", "--dry-run").stdout
+    assert "would remove the checkpoints of 1 interrupted run (2.0 kB); rerunning" in dry
+    assert left.is_dir()
+    assert "removed the checkpoints of 1 interrupted run (2.0 kB)" in cli("gc").stdout
+    assert not left.exists()

@@ -84,3 +84,59 @@ def test_deterministic_algorithms_are_on_while_training_without_loading_the_comp
     )
     found = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert found.stdout == "False\n", found.stderr
+
+
+class _Killed(Exception):
+    """Stands in for a kill at the end of an epoch (after its checkpoint is written)."""
+
+
+def _train_killed_after(epoch: int, dataset: Path, out: Path, folder: Path) -> None:
+    from pipeline import spec
+
+    def listener(row: dict[str, float]) -> None:
+        if row["epoch"] == epoch:
+            raise _Killed
+
+    spec.LISTENERS.append(listener)
+    try:
+        with spec.checkpointing(folder), pytest.raises(_Killed):
+            train(dataset, out, models.cnn, epochs=5, lr=0.01, device="cpu")
+    finally:
+        spec.LISTENERS.remove(listener)
+
+
+def test_a_killed_training_resumes_to_the_uninterrupted_bits(
+    dataset_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pipeline import spec
+
+    # cnn has dropout: the resumed run must also continue torch's random stream exactly.
+    whole = train(dataset_dir, tmp_path / "whole", models.cnn, epochs=5, lr=0.01, device="cpu")
+    folder = tmp_path / "checkpoints"
+    _train_killed_after(3, dataset_dir, tmp_path / "killed", folder)
+    assert (folder / "train.pt").is_file()
+    with spec.checkpointing(folder), caplog.at_level("INFO", logger="pipeline.progress"):
+        resumed = train(dataset_dir, tmp_path / "resumed", models.cnn, epochs=5, lr=0.01,
+                        device="cpu")  # fmt: skip
+    assert "train: resumed from epoch 3" in caplog.messages
+    first = next(m for m in caplog.messages if m.startswith("train: epoch"))
+    assert first.startswith("train: epoch 4  ")
+    assert resumed == whole
+    for name in ("state_dict.pt", "history.json"):
+        a, b = ((tmp_path / run / "model" / name).read_bytes() for run in ("whole", "resumed"))
+        assert a == b, name
+
+
+def test_a_damaged_checkpoint_is_ignored_and_training_starts_over(
+    dataset_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pipeline import spec
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "train.pt").write_bytes(b"not a checkpoint")
+    whole = train(dataset_dir, tmp_path / "whole", models.mlp, epochs=2, device="cpu")
+    with spec.checkpointing(folder), caplog.at_level("INFO", logger="pipeline.progress"):
+        again = train(dataset_dir, tmp_path / "again", models.mlp, epochs=2, device="cpu")
+    assert again == whole
+    assert any("unreadable" in m and "starting over" in m for m in caplog.messages)
