@@ -269,14 +269,17 @@ def _gc(args: argparse.Namespace) -> int:
 
 def _runs(args: argparse.Namespace) -> int:
     from pipeline import experiments
+    from pipeline.memo import STORE_DIR
     from pipeline.store import open_existing
 
-    store = open_existing(args.workspace)
-    try:
-        records = store.runs.all()
-    finally:
-        store.close()
     path = args.workspace / lock.LOCK_NAME
+    records: list[dict[str, Any]] = []
+    if not path.is_file() or (args.workspace / STORE_DIR).is_dir():  # else a fresh clone
+        store = open_existing(args.workspace)
+        try:
+            records = store.runs.all()
+        finally:
+            store.close()
     if args.all:
         rows = experiments.from_index(records)
     else:

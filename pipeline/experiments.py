@@ -54,12 +54,34 @@ def from_lock(lock: Lock, runs: Sequence[Mapping[str, Any]]) -> list[Row]:
             )
         )
     set_by = {key: {_key(o) for o in block.overrides} for key, block in lock.stages.items()}
-    # Upstream stages first (the order they first ran in), each stage's own block first.
-    first: dict[str, int] = {}
-    for run in runs:
-        first.setdefault(stage_of(run["stage"]), run["run"])
-    rows.sort(key=lambda r: (first.get(r.stage, len(runs) + 1), r.stage, r.key != r.stage, r.key))
+    # Upstream first: a block's depth is one more than its inputs' producers' (from the lock
+    # alone, so a fresh clone lists them in pipeline order too); each stage's own block first.
+    depth = _depths(lock)
+    rows.sort(key=lambda r: (depth[r.key], r.stage, r.key != r.stage, r.key))
     return _apart(rows, set_by)
+
+
+def _depths(lock: Lock) -> dict[str, int]:
+    made_by: dict[str, str] = {}  # an output's digest, and its name (a stale input's version)
+    for key, block in lock.stages.items():
+        for pin in block.outputs.values():
+            made_by[pin.digest] = key
+            made_by.setdefault(f"name:{pin.name}", key)
+    depth: dict[str, int] = {}
+
+    def of(key: str, seen: frozenset[str] = frozenset()) -> int:
+        if key not in depth:
+            found = (
+                made_by.get(p.digest) or made_by.get(f"name:{p.name}")
+                for p in lock.stages[key].inputs.values()
+            )
+            ups = {u for u in found if u is not None and u != key and u not in seen}
+            depth[key] = 1 + max((of(u, seen | {key}) for u in ups), default=-1)
+        return depth[key]
+
+    for key in lock.stages:
+        of(key)
+    return depth
 
 
 def from_index(runs: Sequence[Mapping[str, Any]]) -> list[Row]:
@@ -102,8 +124,13 @@ def _apart(rows: list[Row], set_by: Mapping[str, set[str]]) -> list[Row]:
             if len(seen) > 1 or any(k not in r.config for r in peers)
         }
         wanted = varying | set_by.get(row.key, set())
-        # Keys under an option that differs follow from it (`model=mlp` brings `model.depth`).
-        wanted = {k for k in wanted if not any(k.startswith(f"{o}.") for o in varying)}
+        # Keys under an option that differs follow from it (`model=mlp` brings `model.depth`),
+        # but for a text one, which names a variant (`model.name=squeezenet1_0`).
+        wanted = {
+            k
+            for k in wanted
+            if isinstance(row.config.get(k), str) or not any(k.startswith(f"{o}.") for o in varying)
+        }
         config = {f"{row.stage}.{k}": v for k, v in sorted(row.config.items()) if k in wanted}
         kept.append(replace(row, config=config))
     return kept

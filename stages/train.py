@@ -49,9 +49,9 @@ def train(
         net = model(meta["input_shape"], meta["num_classes"]).to(dev)
         optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
         fit, held_out = (_tensors(dataset, split, dev) for split in ("train", "val"))
-        history, best = _fit(
-            net, optimizer, fit, held_out, epochs, batch_size, seed, _Checkpoint(dev)
-        )
+        scratch = checkpoint_dir()
+        saved_at = scratch / "train.pt" if scratch is not None else None
+        history, best = _fit(net, optimizer, fit, held_out, epochs, batch_size, seed, saved_at)
     folder = out / "model"
     models.save(folder, net, models.describe(model, meta["input_shape"], meta["num_classes"]))
     data.write_json(folder / "history.json", {"best_epoch": best, "epochs": history})
@@ -73,7 +73,7 @@ def _fit(
     epochs: int,
     batch_size: int,
     seed: int,
-    checkpoint: _Checkpoint | None = None,
+    checkpoint: Path | None = None,
 ) -> tuple[list[dict[str, float]], int]:
     """Train for ``epochs``, leave the best epoch's weights in ``net``; history and its epoch.
 
@@ -86,7 +86,7 @@ def _fit(
     generator = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
     best_key, best_epoch, best_state = (-1.0, 0.0), 0, {}
-    saved = checkpoint.load() if checkpoint else None
+    saved = _load_checkpoint(checkpoint, next(net.parameters()).device)
     if saved is not None:
         net.load_state_dict(saved["net"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -104,8 +104,9 @@ def _fit(
         if (val_accuracy, -val_loss) > best_key or len(held_out[1]) == 0:
             best_key, best_epoch = (val_accuracy, -val_loss), epoch
             best_state = {k: v.clone() for k, v in net.state_dict().items()}
-        if checkpoint and epoch < epochs:
-            checkpoint.save(
+        if checkpoint is not None and epoch < epochs:
+            _save_checkpoint(
+                checkpoint,
                 net=net.state_dict(),
                 optimizer=optimizer.state_dict(),
                 generator=generator.get_state(),
@@ -120,44 +121,31 @@ def _fit(
     return history, best_epoch
 
 
-class _Checkpoint:
-    """The end of the last finished epoch, in the pipeline's checkpoint folder for this run.
+# Checkpoints are plain functions, not a class: a class body runs at import, and the
+# declarations cache (pipeline.outline) would count everything its methods name as
+# reachable from import time.
+def _load_checkpoint(path: Path | None, device: torch.device) -> dict[str, Any] | None:
+    """The end of the last finished epoch, or None (none yet, or unreadable: start over)."""
+    import torch
 
-    Written whole to a new file and renamed over the old one, so a kill leaves the previous
-    epoch's checkpoint; one that cannot be read (another torch, damage) is ignored.
-    """
+    if path is None or not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # damaged or from another version: start over
+        note("train", f"checkpoint `{path}` unreadable ({type(exc).__name__}); starting over")
+        return None
+    return state if isinstance(state, dict) else None
 
-    def __init__(self, device: torch.device) -> None:
-        folder = checkpoint_dir()
-        self.path = folder / "train.pt" if folder is not None else None
-        self.device = device
 
-    def __bool__(self) -> bool:
-        return self.path is not None
+def _save_checkpoint(path: Path, **state: Any) -> None:
+    """Written whole under another name, then renamed: a kill leaves the previous epoch's."""
+    import torch
 
-    def load(self) -> dict[str, Any] | None:
-        import torch
-
-        if self.path is None or not self.path.is_file():
-            return None
-        try:
-            state = torch.load(self.path, map_location=self.device, weights_only=True)
-        except Exception as exc:  # damaged or from another version: start over
-            note(
-                "train",
-                f"checkpoint `{self.path}` unreadable ({type(exc).__name__}); starting over",
-            )
-            return None
-        return state if isinstance(state, dict) else None
-
-    def save(self, **state: Any) -> None:
-        import torch
-
-        assert self.path is not None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def _rng() -> dict[str, Any]:

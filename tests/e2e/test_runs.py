@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
+from pathlib import Path
 
-from tests.e2e.support import TRAIN_FAILS, Cli
+from tests.e2e.support import TRAIN_FAILS, Cli, make_cli
 
 
 def test_the_table_lists_the_locks_stages_with_metrics_versions_and_wandb_runs(cli: Cli) -> None:
@@ -36,4 +38,16 @@ def test_every_run_sorted_by_a_metric_as_csv(cli: Cli) -> None:
     text = cli("runs", "train", "--all").stdout
     assert "(failed)" in text.splitlines()[-1]
     # The index keeps the config Hydra composed: the option shows as what it builds.
-    assert "train.model.min_size=1 train.model.name=squeezenet1_0" in text.splitlines()[-1]
+    # (the option's own numbers follow from it; a text key names the variant).
+    assert "train.model.name=squeezenet1_0" in text.splitlines()[-1]
+
+
+def test_a_fresh_clone_lists_the_locks_rows_in_order(workspace: Path, tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    shutil.copy(workspace / "dvc_free_lock.yaml", clone)
+    lines = make_cli(clone)("runs").stdout.splitlines()
+    assert [line.split()[:2] for line in lines[1:]] == [
+        ["prepare_data", "-"], ["train", "-"], ["evaluate", "-"], ["plot", "-"],
+    ]  # fmt: skip
+    assert not (clone / ".pipeline").exists()  # reading the table made no store

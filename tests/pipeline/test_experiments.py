@@ -18,15 +18,19 @@ D = "0" * 32
 
 def _block(stage: str, version: str, config: dict[str, Any], metrics: dict[str, Any], fp: str,
            overrides: tuple[str, ...] = ()) -> StageLock:  # fmt: skip
+    """A block whose output digest is its fingerprint; evaluate `vN` uses model `vN`."""
     out = {"train": ("model", "model"), "evaluate": ("evaluation", "evaluation")}[stage]
+    inputs = {"dataset": InputPin("dataset-digits", "v0", D)}
+    if stage == "evaluate":
+        inputs["model"] = InputPin("model", version, "t" + fp[1:])
     return StageLock(
         fingerprint=fp,
         code_digest=D,
         code={},
         config={"_target_": f"stages.{stage}.{stage}", **config},
         overrides=overrides,
-        inputs={"dataset": InputPin("dataset-digits", "v0", D)},
-        outputs={out[0]: OutputPin(out[0], out[1], version, D, 1, 1)},
+        inputs=inputs,
+        outputs={out[0]: OutputPin(out[0], out[1], version, fp, 1, 1)},
         metrics=metrics,
     )
 
