@@ -110,19 +110,21 @@ def _apart(rows: list[Row], set_by: Mapping[str, set[str]]) -> list[Row]:
     """Each row's config cut to the keys that set it apart: those whose value differs
     between rows of the same stage, and those its block's overrides set."""
     values: dict[str, dict[str, set[str]]] = {}
+    having: dict[str, dict[str, int]] = {}  # how many rows of the stage hold the key
+    size: dict[str, int] = {}
     for row in rows:
+        size[row.stage] = size.get(row.stage, 0) + 1
         for k, v in row.config.items():
             values.setdefault(row.stage, {}).setdefault(k, set()).add(json.dumps(v))
+            having.setdefault(row.stage, {})[k] = having.get(row.stage, {}).get(k, 0) + 1
+    # Per stage, once: a key that takes two values, or that some rows lack (another option).
+    varies = {
+        stage: {k for k, seen in seen_by.items() if len(seen) > 1 or having[stage][k] < size[stage]}
+        for stage, seen_by in values.items()
+    }
     kept = []
     for row in rows:
-        counts = values.get(row.stage, {})
-        peers = [r for r in rows if r.stage == row.stage]
-        # A key that takes two values, or that some rows of the stage lack (another option).
-        varying = {
-            k
-            for k, seen in counts.items()
-            if len(seen) > 1 or any(k not in r.config for r in peers)
-        }
+        varying = varies.get(row.stage, set())
         wanted = varying | set_by.get(row.key, set())
         # Keys under an option that differs follow from it (`model=mlp` brings `model.depth`),
         # but for a text one, which names a variant (`model.name=squeezenet1_0`).
