@@ -145,6 +145,9 @@ class Progress:
                 flush=True,
             )
             return
+        if event == "note":  # a job's note, from a log on a cluster: as the stage logs it
+            print(step.reasons[0], file=sys.stderr, flush=True)
+            return
         if self.quiet:
             return
         if event == "start":

@@ -26,12 +26,11 @@ from typing import Any
 from pipeline import lock
 from pipeline.errors import StoreError, UsageError
 from pipeline.memo import STORE_DIR
+from pipeline.objects import CHECKPOINTS, object_name
 from pipeline.store import (
-    CHECKPOINTS,
     COLLECTED,
     Store,
     busy_bound,
-    object_name,
     open_existing,
 )
 

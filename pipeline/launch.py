@@ -19,16 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline import handback
 from pipeline.callback import ArtifactRef, StageRun, stage_spec
 from pipeline.errors import ConfigError, NoSpace, PipelineError, StageFailed
+from pipeline.memo import STORE_DIR
+from pipeline.objects import Files, remove
 from pipeline.spec import (
+    NOTE,
     OUT_PARAM,
     StageInputError,
     StageSpec,
     checkpointing,
     pin_cpu_numerics,
 )
-from pipeline.store import Store
 from pipeline.sweep import slot_label
 
 # Libraries whose version can change a stage's bits; recorded in the lock, not fingerprinted.
@@ -62,6 +65,8 @@ class MemberJob:
     code_digest: str
     inputs: Mapping[str, ArtifactRef]  # slot -> the version it reads
     artifacts: Mapping[str, str]  # output -> stored artifact name
+    versions: Mapping[str, handback.Versions]  # output -> how to number its version
+    handback: str  # the folder of the job's records (`pipeline.handback`)
 
 
 @dataclass
@@ -69,8 +74,9 @@ class WaveTask:
     """The Hydra task of a wave: picklable, so a parallel launcher can ship it to workers.
 
     Each job picks its member by ``pipeline_member``, runs the stage on the member's
-    resolved config and paths, and commits the outputs to the shared store inside the
-    job, so that the W&B callback logs them with their versions.
+    resolved config and paths, and builds its outputs' version folders in the shared
+    store inside the job, so that the W&B callback logs them with their versions; the
+    submitter records them in the index from the job's hand-back record.
     """
 
     workspace: Path
@@ -101,65 +107,110 @@ class WaveTask:
         return self._runs[index]
 
     def __call__(self, config: Any) -> dict[str, Any]:
+        """Run one member; its outputs go to the store's files, its record to the submitter.
+
+        Nothing here opens the index (a job may run on another host, over NFS): the
+        hand-back folder gets `started.json`, then `result.json` with the versions built or
+        the one-line error, which is also raised so that Hydra and W&B see the failure.
+        """
         _end_with(self.launcher)
         job, spec = self.jobs[int(config[MEMBER_KEY])], stage_spec(self.stage)
         tracked = self.stage_run(config)
-        store = Store(self.workspace)
+        files = Files(self.workspace / STORE_DIR)
+        hand = Path(job.handback)
+        out = hand / handback.OUT
+        remove(out)  # a requeued job starts again from its checkpoints, not from these
+        out.mkdir(parents=True)
+        handback.write(hand, handback.STARTED, {**handback.here(), "member": job.key})
         env = environment()
-        run_id = store.runs.start(
-            job.key, job.fingerprint, _pins(job.inputs), job.config, job.code_digest, env
-        )
-        staging = store.staging()  # after the index took the run: a busy one leaves no folder
+        notes: list[str] = []
+        handed: dict[str, Any] = {}
         try:
-            with checkpointing(store.checkpoints(job.fingerprint)):
-                tracked.metrics = _plain(_call(spec, job, staging) or {})
+            with checkpointing(files.checkpoints(job.fingerprint)), _noting(notes):
+                tracked.metrics = _plain(_call(spec, job, out) or {})
             tracked.environment = env
-            committed = {
-                o.name: store.commit_version(staging / o.name, job.artifacts[o.name], o.type)
-                for o in spec.logs
-            }
-            outputs = {k: pin for k, (pin, _) in committed.items()}
-            store.drop_checkpoints(job.fingerprint)  # committed: nothing resumes this run
+            made: set[str] = set()
+            for o in spec.logs:
+                staged = files.hash_output(out / o.name, job.artifacts[o.name], o.type)
+                version, new = job.versions[o.name].choose(staged.digest)
+                files.put_objects(out / o.name, staged, made)
+                files.materialise(staged.name, version, staged.manifest, new, made)
+                tracked.outputs[o.name] = ArtifactRef(
+                    staged.name,
+                    staged.type,
+                    files.folder(staged.name, version),
+                    version,
+                    staged.digest,
+                    new=new,
+                )
+                outputs = {"pin": vars(staged.pin(version)), "manifest": dict(staged.manifest)}
+                handed[o.name] = outputs
+            shutil.rmtree(files.checkpoints(job.fingerprint), ignore_errors=True)
         except (Exception, KeyboardInterrupt) as exc:
             # First give the space back (a full disk): drop the failed stage's objects,
             # which may hold its output files open, then its folder.
             _release(exc)
-            free = shutil.disk_usage(staging).free
-            store.clean_tmp(staging)
-            interrupted = isinstance(exc, KeyboardInterrupt)
-            store.runs.end(run_id, None, {}, tracked.tracking, interrupted=interrupted)
-            if interrupted:
+            free = shutil.disk_usage(hand).free
+            remove(out)
+            if isinstance(exc, KeyboardInterrupt):
                 raise
-            if isinstance(exc, StageInputError):  # bad input, not a bug: no traceback
-                raise ConfigError(f"stage `{job.key}`: {exc}") from exc
-            # Libraries report a full disk in their own words (numpy: "N requested and M
-            # written", torch: "iostream error"): a failure with the disk full is one.
-            if free < _FULL_BELOW and not isinstance(exc, PipelineError):
-                raise NoSpace(
-                    f"stage `{job.key}` ran out of disk space writing its outputs; free space "
-                    "on the disk holding the workspace, or use a workspace on another disk "
-                    "(`--workspace DIR`), and rerun (stages that finished are kept)"
-                ) from exc
-            detail = exc if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
-            raise StageFailed(f"stage `{job.key}` failed: {detail}") from exc
+            error = _failure(job.key, exc, free)
+            if os.environ.get("SUBMITIT_EXECUTOR"):  # the job's log is all one sees there
+                traceback.print_exception(exc, file=sys.stderr)
+            failed = {"error": str(error), "kind": type(error).__name__, "notes": notes}
+            handback.write(hand, handback.RESULT, {**failed, "tracking": tracked.tracking})
+            raise error from exc
         finally:
-            store.clean_tmp(staging)
-        tracked.outputs.update(
-            {
-                k: ArtifactRef(p.name, p.type, store.path(p.name, p.version), p.version, new=new)
-                for k, (p, new) in committed.items()
-            }
-        )
-        # Which outputs this run made first: `sync` uploads their creators in version order.
-        created = sorted(k for k, (_, new) in committed.items() if new)
-        store.runs.end(run_id, outputs, tracked.metrics, {**tracked.tracking, "created": created})
-        store.close()
-        return {
-            "key": job.key,
+            remove(out)
+        result = {
+            "outputs": handed,
             "metrics": tracked.metrics,
             "environment": env,
-            "outputs": {k: vars(p) for k, p in outputs.items()},
+            "tracking": tracked.tracking,
+            "written": files.written,
+            "notes": notes,
         }
+        handback.write(hand, handback.RESULT, result)
+        return {"key": job.key}
+
+
+def _failure(key: str, exc: BaseException, free: int) -> PipelineError:
+    """A stage's failure in one line: bad input, a full disk, or what it raised."""
+    if isinstance(exc, StageInputError):  # bad input, not a bug: no traceback
+        return ConfigError(f"stage `{key}`: {exc}")
+    # Libraries report a full disk in their own words (numpy: "N requested and M
+    # written", torch: "iostream error"): a failure with the disk full is one.
+    if free < _FULL_BELOW and not isinstance(exc, PipelineError):
+        return NoSpace(
+            f"stage `{key}` ran out of disk space writing its outputs; free space "
+            "on the disk holding the workspace, or use a workspace on another disk "
+            "(`--workspace DIR`), and rerun (stages that finished are kept)"
+        )
+    detail = exc if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
+    return StageFailed(f"stage `{key}` failed: {detail}")
+
+
+#: A failure's kind in a hand-back record, back to the error the submitter raises.
+FAILURES: dict[str, type[PipelineError]] = {
+    e.__name__: e for e in (ConfigError, NoSpace, StageFailed, PipelineError)
+}
+
+
+@contextlib.contextmanager
+def _noting(notes: list[str]) -> Iterator[None]:
+    """Gather the stage's notes (:func:`pipeline.spec.note`) while the block runs."""
+
+    class Gather(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if getattr(record, NOTE, False):
+                notes.append(record.getMessage())
+
+    logger, handler = logging.getLogger("pipeline.progress"), Gather()
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def _release(exc: BaseException) -> None:
@@ -233,10 +284,11 @@ def quote(value: object) -> str:
     return f"'{text}'"
 
 
-def launch_wave(
-    task: WaveTask, spec: StageSpec, run_dir: Path, overrides: Sequence[str]
-) -> list[dict[str, Any]]:
-    """Run every job of the wave; each job's result, in job order."""
+def launch_wave(task: WaveTask, spec: StageSpec, run_dir: Path, overrides: Sequence[str]) -> None:
+    """Run every job of the wave; what each made is in its hand-back record.
+
+    Raises what the launcher raised: its own failure, or a job's raised again.
+    """
     from hydra.errors import ConfigCompositionException
     from hydra_zen import launch
 
@@ -258,7 +310,7 @@ def launch_wave(
     try:
         with contextlib.redirect_stderr(_WithoutJobErrorLine(sys.stderr)), _quiet(_LAUNCHERS):
             launcher: Any = launch  # its overloads want `multirun` as a literal
-            returns = launcher(
+            launcher(
                 spec.config,
                 task,
                 overrides=settings,
@@ -279,9 +331,6 @@ def launch_wave(
     except Exception as exc:  # a launcher's own failure, or a job's raised again by Hydra
         detail = f"{type(exc).__name__}: {exc}"
         raise StageFailed(f"stage `{spec.name}` failed: {detail}") from exc
-    if not multirun:
-        return [returns.return_value]
-    return [job_return.return_value for wave in returns for job_return in wave]
 
 
 # The launchers' own INFO lines (`Launching 2 jobs locally`, `#0 : +pipeline_member=0`) name

@@ -12,13 +12,12 @@ from dataclasses import replace
 from filelock import FileLock, Timeout
 
 from pipeline import lock
-from pipeline.callback import ArtifactRef
 from pipeline.errors import NotReproduced
-from pipeline.launch import MemberJob, WaveTask, launch_wave, quote
-from pipeline.lock import InputPin, OutputPin, StageLock
+from pipeline.lock import InputPin, StageLock
 from pipeline.plan import Options, Step, decide
 from pipeline.project import Project, lock_cache
 from pipeline.pull import TeamCache
+from pipeline.wave import run_wave
 
 Report = Callable[[str, Step], None]
 
@@ -51,7 +50,7 @@ def execute(
                 if options.frozen:
                     _check_frozen_before(project, step)
                 report("start", step)
-            finished = {s.stage: s for s in _run_wave(project, wave, group)} if wave else {}
+            finished = {s.stage: s for s in run_wave(project, wave, group, report)} if wave else {}
         for step in ready:
             step = finished.get(step.stage, step)
             if options.frozen and step.stage in finished:
@@ -137,53 +136,6 @@ def _ready(
     entry = project.lock.stages.get(step.stage)
     member = project.members[step.stage]
     return decide(member, project.states[step.stage], entry, project.store, options, known)
-
-
-def _run_wave(project: Project, wave: Sequence[Step], group: str) -> list[Step]:
-    """Launch the wave's members as one multirun; their steps with outputs filled in."""
-    stage = project.states[wave[0].stage].stage
-    spec, store = project.spec(stage), project.store
-    types = {o.name: o.type for s in project.specs.values() for o in s.logs}
-    jobs = []
-    for step in wave:
-        state = project.states[step.stage]
-        inputs = {
-            slot: ArtifactRef(
-                pin.name,
-                types[slot.split("@", 1)[0]],
-                store.path(pin.name, pin.version),
-                pin.version,
-                pin.digest,
-            )
-            for slot, pin in step.inputs.items()
-        }
-        jobs.append(
-            MemberJob(
-                step.stage,
-                step.fingerprint or "",
-                state.config,
-                state.code_digest,
-                inputs,
-                state.artifacts,
-            )
-        )
-    stamp = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{uuid.uuid4().hex[:6]}"
-    overrides = [
-        *project.launcher,
-        *(f"hydra.callbacks.wandb.{k}={quote(v)}" for k, v in sorted(project.wandb.items())),
-    ]
-    task = WaveTask(project.workspace, stage, group, jobs)
-    results = launch_wave(task, spec, project.workspace / "outputs" / stage / stamp, overrides)
-    by_key = {r["key"]: r for r in results}
-    return [
-        replace(
-            step,
-            outputs={k: OutputPin(**v) for k, v in by_key[step.stage]["outputs"].items()},
-            metrics=by_key[step.stage]["metrics"],
-            environment=by_key[step.stage]["environment"],
-        )
-        for step in wave
-    ]
 
 
 def _check_frozen_before(project: Project, step: Step) -> None:

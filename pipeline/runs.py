@@ -56,10 +56,19 @@ class RunIndex:
         metrics: Mapping[str, Any],
         tracking: Mapping[str, Any] | None = None,
         interrupted: bool = False,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
-        """Record a run's end: its outputs on success, ``None`` on failure (or interruption)."""
+        """Record a run's end: its outputs on success, ``None`` on failure (or interruption).
+
+        ``environment``, when given, is what the run's job ran with (its start did not know).
+        """
         status = "ok" if outputs is not None else "interrupted" if interrupted else "failed"
         with self._transaction() as db:
+            if environment is not None:
+                db.execute(
+                    "UPDATE runs SET environment=? WHERE id=?",
+                    (json.dumps(dict(environment), sort_keys=True), run_id),
+                )
             db.execute(
                 "UPDATE runs SET status=?, ended=?, outputs=?, metrics=?, tracking=? WHERE id=?",
                 (

@@ -29,6 +29,8 @@ def safe_name(text: str) -> bool:
 #: Who hears a stage's progress besides its log: the W&B callback adds its run's `log`.
 LISTENERS: list[Callable[[Mapping[str, float]], None]] = []
 _progress = logging.getLogger("pipeline.progress")
+#: The attribute that marks a log record as a :func:`note`.
+NOTE = "pipeline_note"
 
 
 def report(stage: str, **row: float) -> None:
@@ -45,8 +47,11 @@ def report(stage: str, **row: float) -> None:
 
 
 def note(stage: str, text: str) -> None:
-    """One line of the stage's log that is not a row of numbers: ``train: resumed from epoch 3``."""
-    _progress.info("%s: %s", stage, text)
+    """One line of the stage's log that is not a row of numbers: ``train: resumed from epoch 3``.
+
+    A job on a cluster writes its log there; the launching process prints its notes.
+    """
+    _progress.info("%s: %s", stage, text, extra={NOTE: True})
 
 
 _CHECKPOINTS: ContextVar[Path | None] = ContextVar("pipeline_checkpoints", default=None)

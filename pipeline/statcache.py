@@ -71,6 +71,20 @@ class StatCache:
         st = st or os.stat(path)
         self._pending.append((self._key(path), st.st_size, st.st_mtime_ns, st.st_ino, md5))
 
+    def vouch(self, rows: Iterable[tuple[str, int, int, int, str]]) -> None:
+        """Take another process's rows (path under the root, size, mtime_ns, inode, MD5).
+
+        Each is kept only if its file still has that size, mtime and inode, as a row of
+        this process's own would be checked.
+        """
+        for rel, size, mtime, inode, md5 in rows:
+            try:
+                st = os.stat(self._root / rel)
+            except FileNotFoundError:
+                continue
+            if (st.st_size, st.st_mtime_ns, st.st_ino) == (size, mtime, inode):
+                self._pending.append((rel, size, mtime, inode, md5))
+
     def forget(self, paths: Iterable[Path]) -> None:
         """Drop the rows of these files: the next check hashes them again (they are damaged)."""
         self.flush()

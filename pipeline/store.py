@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
 import shutil
 import sqlite3
 import time
-import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from pipeline import lock, memo
-from pipeline.digest import files_md5, manifest_digest
 from pipeline.errors import StoreError, VersionTaken
 from pipeline.lock import HOST, InputPin, OutputPin
 from pipeline.memo import STORE_DIR
+from pipeline.objects import Files, Staged, StatRow, object_name, remove
 from pipeline.plan import NOT_HERE, CachedRun
 from pipeline.runs import RunIndex
 from pipeline.spec import safe_name
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 BUSY_ENV = "PIPELINE_INDEX_WAIT"
 #: The alias holding the highest version number `gc` removed (no name a user can type).
 COLLECTED = "#collected"
-#: The store's folder of in-progress runs' checkpoints, one folder per fingerprint.
-CHECKPOINTS = "checkpoints"
 
 
 def busy_bound() -> float:
@@ -75,49 +74,6 @@ def open_existing(workspace: Path) -> Store:
     return Store(workspace)
 
 
-def _files(folder: Path, name: str) -> list[str]:
-    """The plain files under a stage's output folder; links and devices are refused."""
-    files, other = _walk(folder)
-    if other:
-        raise StoreError(
-            f"artifact `{name}`: `{other[0]}` is a link or special file; a stage must write "
-            "plain files into its output folder"
-        )
-    return sorted(files)
-
-
-def _walk(folder: Path) -> tuple[set[str], list[str]]:
-    """The plain files under ``folder`` (relative), and whatever else is there but folders."""
-    files: set[str] = set()
-    other: list[str] = []
-    skip = len(str(folder)) + 1
-    pending = [str(folder)]
-    while pending:
-        with os.scandir(pending.pop()) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append(entry.path)
-                elif entry.is_file(follow_symlinks=False):
-                    files.add(entry.path[skip:])
-                else:
-                    other.append(entry.path[skip:])
-    return files, sorted(other)
-
-
-def _makedirs(path: str, made: set[str]) -> None:
-    """``os.makedirs``, once per folder among the ``made`` ones (a commit makes thousands)."""
-    if path not in made:
-        os.makedirs(path, exist_ok=True)
-        made.add(path)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -126,12 +82,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def object_name(md5_b64: str) -> str:
-    """An object's path under `objects/`, from a file's base64 MD5."""
-    hexdigest = base64.b64decode(md5_b64).hex()
-    return f"{hexdigest[:2]}/{hexdigest[2:]}"
 
 
 class Store:
@@ -148,6 +98,7 @@ class Store:
             self._create(found)
         self.runs = RunIndex(self._db, self._transaction)
         self.stat_cache = StatCache(self._db, self.root)
+        self.files = Files(self.root, self.stat_cache.hashes, self.stat_cache.remember)
         self._clean_abandoned()
 
     def _create(self, found: int) -> None:
@@ -177,11 +128,7 @@ class Store:
             host, pid, _ = [*entry.name.rsplit("-", 2), "", ""][:3]
             host = host.removeprefix(lock.temp_prefix(lock.LOCK_NAME))
             if host == HOST and pid.isdigit() and not _alive(int(pid)):
-                _remove(entry)
-
-    def _temp(self) -> Path:
-        """A fresh path in `tmp/`, named after this host and process so leftovers are found."""
-        return self.root / "tmp" / f"{HOST}-{os.getpid()}-{uuid.uuid4().hex}"
+                remove(entry)
 
     def close(self) -> None:
         """Close the index."""
@@ -199,7 +146,7 @@ class Store:
 
     def temp(self) -> Path:
         """A fresh path in `tmp/`: what is left there by a killed process is removed later."""
-        return self._temp()
+        return self.files.temp()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -249,20 +196,13 @@ class Store:
 
     def staging(self) -> Path:
         """A new empty folder on the store's file system for a stage to write into."""
-        folder = self._temp()
+        folder = self.files.temp()
         folder.mkdir()
         return folder
 
     def checkpoints(self, fingerprint: str) -> Path:
-        """The scratch folder of a run's checkpoints, by its fingerprint (made on first use).
-
-        Outside `tmp/`, which a store open clears: a rerun after a kill finds it.
-        """
-        return self.root / CHECKPOINTS / fingerprint
-
-    def drop_checkpoints(self, fingerprint: str) -> None:
-        """Remove a run's checkpoints: its outputs are committed, nothing resumes it."""
-        shutil.rmtree(self.checkpoints(fingerprint), ignore_errors=True)
+        """The scratch folder of a run's checkpoints (:meth:`Files.checkpoints`)."""
+        return self.files.checkpoints(fingerprint)
 
     def commit(self, folder: Path, name: str, type_: str) -> OutputPin:
         """Store a folder's files as a version of ``name``; identical content reuses its version."""
@@ -290,58 +230,112 @@ class Store:
         files are in place.
         """
         self.path(name, "v0")  # the name is safe before anything is written
-        rels = _files(folder, name)
-        sources = [os.path.join(folder, rel) for rel in rels]
-        manifest = dict(zip(rels, files_md5(sources), strict=True))
-        if not manifest:
-            raise StoreError(f"artifact `{name}` is empty: its stage wrote no file into {folder}")
-        found = manifest_digest(manifest)
-        if digest is not None and found != digest:
+        staged = self.files.hash_output(folder, name, type_)
+        if digest is not None and staged.digest != digest:
             raise StoreError(
-                f"artifact `{name}` {version or ''}: the files have digest {found}, not the "
-                f"expected {digest}; refused, nothing was stored"
+                f"artifact `{name}` {version or ''}: the files have digest {staged.digest}, "
+                f"not the expected {digest}; refused, nothing was stored"
             )
-        digest = found
         made: set[str] = set()
-        for source, md5 in zip(sources, manifest.values(), strict=True):
-            self._put_object(source, md5, made)
-        size = sum(os.stat(source).st_size for source in sources)
+        with self.reserving([name]):
+            self.files.put_objects(folder, staged, made)
+            with self._transaction() as db:
+                row = db.execute(
+                    "SELECT version FROM versions WHERE name=? AND digest=?", (name, staged.digest)
+                ).fetchone()
+                if row is None:
+                    number = self._free_number(db, name, version)
+                    self._insert(db, staged, number)
+                else:
+                    number = row[0]
+                    if version is not None and f"v{number}" != version:
+                        raise VersionTaken(
+                            f"artifact `{name}`: this content is `v{number}` in the store, not "
+                            f"`{version}`; the store and the lock disagree (a store with its "
+                            "own history): pull into a fresh clone, or rerun the stage"
+                        )
+                # A folder for a version the index did not have is a crash's leftover.
+                self.files.materialise(name, f"v{number}", staged.manifest, row is None, made)
+                self._move_latest(db, name)
+                self.stat_cache.flush()
+        return staged.pin(f"v{number}"), row is None
+
+    @contextmanager
+    def reserving(self, names: Iterable[str]) -> Iterator[None]:
+        """Hold the version numbers of these artifacts for this process while the block runs.
+
+        A wave's jobs build their new versions' folders under numbers the submitter gave
+        them (:meth:`numbers`) before the index records them; the other writers of these
+        names (another `run`, a `pull`) wait meanwhile. File locks, taken in name order,
+        so a killed holder leaves nothing that blocks.
+        """
+        with ExitStack() as stack:
+            for name in sorted(set(names)):
+                claim = FileLock(self.root / "locks" / f"artifact-{name}.lock")
+                try:
+                    claim.acquire(timeout=0)
+                except Timeout:
+                    log.warning("waiting for another process storing versions of `%s`", name)
+                    claim.acquire()
+                stack.callback(claim.release)
+            yield
+
+    def numbers(self, name: str) -> tuple[dict[str, str], int]:
+        """What a job needs to number a version of ``name``: the versions by digest, the next."""
+        rows = self._db.execute(
+            "SELECT digest, version FROM versions WHERE name=?", (name,)
+        ).fetchall()
+        return {d: f"v{v}" for d, v in rows}, self._free_number(self._db, name, None)
+
+    def record(
+        self, pin: OutputPin, manifest: Mapping[str, str], written: Iterable[StatRow] = ()
+    ) -> tuple[OutputPin, bool]:
+        """Record a version a job built (its folder in place); the pin, and whether it is new.
+
+        The job chose the number (:meth:`numbers`, under :meth:`reserving`); content that
+        another member of the wave stored first keeps that member's version, and the
+        duplicate folder goes. ``written`` are the job's stat rows of the files it wrote:
+        each is remembered only if the file still has that size, mtime and inode.
+        """
+        number = int(pin.version.removeprefix("v"))
         with self._transaction() as db:
             row = db.execute(
-                "SELECT version FROM versions WHERE name=? AND digest=?", (name, digest)
+                "SELECT version FROM versions WHERE name=? AND digest=?", (pin.name, pin.digest)
             ).fetchone()
-            if row is None:
-                number = self._free_number(db, name, version)
-                db.execute(
-                    "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?)",
-                    (
-                        name,
-                        number,
-                        type_,
-                        digest,
-                        size,
-                        len(manifest),
-                        json.dumps(manifest, sort_keys=True),
-                        time.time(),
-                    ),
-                )
-            else:
+            new = row is None
+            if new:
+                number = self._free_number(db, pin.name, pin.version)
+                self._insert(db, Staged(pin.name, pin.type, manifest, pin.digest, pin.size), number)
+                self._move_latest(db, pin.name)
+            elif row[0] != number:  # the same content twice in one wave: the first one's
+                remove(self.path(pin.name, pin.version))
                 number = row[0]
-                if version is not None and f"v{number}" != version:
-                    raise VersionTaken(
-                        f"artifact `{name}`: this content is `v{number}` in the store, not "
-                        f"`{version}`; the store and the lock disagree (a store with its own "
-                        "history): pull into a fresh clone, or rerun the stage"
-                    )
-            # A folder for a version the index did not have is a crash's leftover.
-            self._materialise(name, f"v{number}", manifest, row is None, made)
-            db.execute(
-                "INSERT OR REPLACE INTO aliases SELECT ?, 'latest', MAX(version) FROM versions "
-                "WHERE name=?",
-                (name, name),
-            )
+            self.stat_cache.vouch(written)
             self.stat_cache.flush()
-        return OutputPin(name, type_, f"v{number}", digest, size, len(manifest)), row is None
+        return replace(pin, version=f"v{number}"), new
+
+    def _insert(self, db: sqlite3.Connection, staged: Staged, number: int) -> None:
+        db.execute(
+            "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?)",
+            (
+                staged.name,
+                number,
+                staged.type,
+                staged.digest,
+                staged.size,
+                len(staged.manifest),
+                json.dumps(dict(staged.manifest), sort_keys=True),
+                time.time(),
+            ),
+        )
+
+    @staticmethod
+    def _move_latest(db: sqlite3.Connection, name: str) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO aliases SELECT ?, 'latest', MAX(version) FROM versions "
+            "WHERE name=?",
+            (name, name),
+        )
 
     @staticmethod
     def _free_number(db: sqlite3.Connection, name: str, version: str | None) -> int:
@@ -365,67 +359,6 @@ class Store:
                 "rerun the stage that makes it"
             )
         return number
-
-    def _put_object(self, src: str, md5: str, made: set[str]) -> None:
-        target = os.path.join(self.root, "objects", object_name(md5))
-        if os.path.exists(target):
-            # Present and undamaged (its size, mtime and inode vouch for it): nothing to do.
-            if self.stat_cache.hash(Path(target)) == md5:
-                return
-            self._replace_object(src, target, md5)
-            return
-        _makedirs(os.path.dirname(target), made)
-        try:  # the staging folder is on the store's file system: a link appears whole
-            os.link(src, target)
-        except FileExistsError:  # another process stored the same content just now
-            return
-        except OSError:  # no hard links here
-            self._replace_object(src, target, md5)
-            return
-        os.chmod(target, 0o444)
-        self.stat_cache.remember(target, md5)
-
-    def _replace_object(self, src: str, target: str, md5: str) -> None:
-        """Copy to a temporary name, then rename over ``target`` in one step."""
-        tmp = str(self._temp())
-        try:
-            shutil.copyfile(src, tmp)
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, target)
-            self.stat_cache.remember(target, md5)
-        finally:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-
-    def _materialise(
-        self, name: str, version: str, manifest: Mapping[str, str], fresh: bool, made: set[str]
-    ) -> None:
-        """Build the version folder aside, then rename it into place in one step."""
-        final = self.path(name, version)
-        if final.exists() and not fresh and self._damage(final, manifest) is None:
-            return
-        tmp = self._temp()
-        objects = os.path.join(self.root, "objects")
-        try:
-            for rel, md5 in manifest.items():
-                dest = os.path.join(tmp, rel)
-                _makedirs(os.path.dirname(dest), made)
-                obj = os.path.join(objects, object_name(md5))
-                try:
-                    os.link(obj, dest)
-                except OSError:  # no hard links on this file system: copy instead
-                    shutil.copyfile(obj, dest)
-                    os.chmod(dest, 0o444)  # read-only, as a linked object is
-            final.parent.mkdir(parents=True, exist_ok=True)
-            if final.exists() or final.is_symlink():  # damaged, or left by a crash
-                old = self._temp()
-                final.rename(old)
-                _remove(old)
-            tmp.rename(final)
-        finally:
-            _remove(tmp)
-        for rel, md5 in manifest.items():  # hashed already: the next check needs no read
-            self.stat_cache.remember(os.path.join(final, rel), md5)
 
     def _version_row(self, name: str, ref: str) -> tuple[Any, ...] | None:
         if ref.startswith("v") and ref[1:].isdigit():
@@ -463,30 +396,7 @@ class Store:
         if row[2] != pin.digest:
             return f"the store's {pin.version} has digest {row[2]}, not {pin.digest}"
         manifest: dict[str, str] = json.loads(row[5])
-        return self._damage(self.path(pin.name, pin.version), manifest, rehash)
-
-    def _damage(
-        self, folder: Path, manifest: Mapping[str, str], rehash: bool = False
-    ) -> str | None:
-        inside = self.root.resolve() / "artifacts"
-        if not folder.is_dir() or not folder.resolve().is_relative_to(inside):
-            return "its folder is missing, or a link out of the store"
-        found, links = _walk(folder)
-        if links:
-            return f"{', '.join(links)} are links or special files, not plain files"
-        if missing := sorted(set(manifest) - found):
-            return f"missing {', '.join(missing)}"
-        if extra := sorted(found - set(manifest)):
-            return f"unexpected {', '.join(extra)}"
-        if rehash:
-            paths = [folder / rel for rel in manifest]
-            hashed: Mapping[str, str | None] = dict(zip(manifest, files_md5(paths), strict=True))
-        else:
-            hashed = self.stat_cache.hashes(folder, manifest)
-        changed = [rel for rel, md5 in manifest.items() if hashed[rel] != md5]
-        return (
-            f"corrupt {', '.join(changed)} (content differs from its digest)" if changed else None
-        )
+        return self.files.damage(self.path(pin.name, pin.version), manifest, rehash)
 
     def verify(self, pin: OutputPin) -> str | None:
         """What is wrong with a version, rehashing every file (no cache): ``None`` if nothing.

@@ -28,18 +28,22 @@ CRASHPOINT = Path(__file__).with_name("crashpoint.py")
 ARGS = (*FAST, "wandb.mode=disabled")
 
 # (function, its N-th call, kill before or after it), in the order a full run reaches them:
-# prepare_data's commit (7 files), train, evaluate, plot, and the lock writes between.
+# prepare_data's commit (7 files), train, evaluate, plot, and the lock writes between. A
+# job builds its version folders and hands back a record (`started.json`, `result.json`,
+# each renamed in); the submitting process records them in the index.
 POINTS = [
     ("pipeline.digest:file_md5", 3, "before"),  # hashing the dataset's files (7 of them)
     ("os:link", 3, "after"),  # some objects stored, others not
     ("os:chmod", 5, "before"),  # an object linked in, not yet read-only
     ("os:link", 11, "after"),  # the version folder half built, aside
-    ("pathlib:Path.rename", 1, "after"),  # the folder renamed in, the index not committed
+    ("pathlib:Path.rename", 1, "after"),  # the folder renamed in, the index not told
     ("pipeline.runner:_record", 1, "before"),  # dataset committed, lock not yet written
     ("os:fsync", 1, "after"),  # the lock's new text written, not renamed
-    ("os:replace", 1, "after"),  # the lock renamed: it holds prepare_data only
+    ("os:replace", 3, "after"),  # the lock renamed (after the job's two records): prepare_data
     ("stages.train:_epoch", 2, "before"),  # in the middle of training
-    ("pipeline.store:Store._materialise", 2, "after"),  # inside the model's index transaction
+    ("pipeline.objects:Files.materialise", 2, "after"),  # model's folder built, not booked
+    ("pipeline.wave:_book", 2, "before"),  # train's job handed its record back, none booked
+    ("pipeline.store:Store.record", 2, "after"),  # the model recorded, its run not ended
     ("pipeline.runs:RunIndex.end", 2, "before"),  # model committed, its run not marked done
     ("pipeline.runner:_record", 3, "before"),  # evaluation committed, lock not updated
     ("matplotlib.figure:Figure.savefig", 2, "before"),  # plot half drawn

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.store import object_name
+from pipeline.objects import object_name
 from tests.e2e.support import FAST, actions, copy_workspace, make_cli, snapshot, status
 from tests.e2e.test_crash_safety import _crashpoint, assert_valid
 
