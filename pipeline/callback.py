@@ -123,9 +123,17 @@ class WandbCallback(Callback):
         LISTENERS.append(self._history)
 
     def _history(self, row: Mapping[str, float]) -> None:
-        """A row of the stage's progress (`pipeline.spec.report`) as a step of W&B's history."""
-        if self._run is not None:
+        """A row of the stage's progress (`pipeline.spec.report`) as a step of W&B's history.
+
+        W&B gone (its service process killed) costs the history, never the stage.
+        """
+        if self._run is None:
+            return
+        try:
             self._run.log(dict(row))
+        except Exception as exc:
+            log.warning("W&B stopped taking the run's history: %s", remote.short(exc))
+            LISTENERS.remove(self._history)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         run, stage = self._run, self._stage

@@ -384,6 +384,10 @@ def _run_held(args: argparse.Namespace) -> int:
             "`--frozen` reproduces the lock as it is, running every stage: drop the overrides, "
             "--reset, --use, --only and --pull"
         )
+    if not args.dry_run:  # what a killed `run`'s jobs finished is reused, not run again
+        from pipeline.booking import adopt
+
+        adopt(args.workspace)
     project, steps, options = _planned(args, stage, overrides_argv, tracking, declarations=True)
     if args.dry_run:
         if any(s.action == "run" for s in steps):  # checked as `run` checks: the full specs

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -98,8 +99,13 @@ def running(started: Mapping[str, Any] | None) -> bool:
         return listed.returncode == 0 and bool(listed.stdout.strip())
     if started.get("host") != HOST or started.get("pid") == os.getpid():
         return False
+    return alive(int(started["pid"]))
+
+
+def alive(pid: int) -> bool:
+    """Whether a process of this host runs."""
     try:
-        os.kill(int(started["pid"]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -107,18 +113,38 @@ def running(started: Mapping[str, Any] | None) -> bool:
     return True
 
 
-def slurm_state(started: Mapping[str, Any] | None) -> str:
-    """SLURM's word for how a job ended (``CANCELLED by 0``, ``TIMEOUT``), if it has one."""
+def owner_alive(name: str) -> bool:
+    """Whether the process that named a folder ``HOST-PID-XXXX`` runs (another host's: yes)."""
+    host, pid, _ = [*name.rsplit("-", 2), "", ""][:3]
+    return host != HOST or not pid.isdigit() or alive(int(pid))
+
+
+def slurm_state(started: Mapping[str, Any] | None, wait: float = 10.0) -> str:
+    """SLURM's word for how a job ended (``CANCELLED by 0``, ``TIMEOUT``), if it has one.
+
+    The accounting hears of a job's end a moment after the job ends: asked again for up
+    to ``wait`` seconds; nothing if it still says the job runs.
+    """
     if not started or started.get("executor") != "slurm":
         return ""
-    try:
-        listed = subprocess.run(
-            ["sacct", "-n", "-X", "-P", "-o", "State", "-j", str(started["job_id"])],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    lines = listed.stdout.split("\n") if listed.returncode == 0 else []
-    return lines[0].strip() if lines else ""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            listed = subprocess.run(
+                ["sacct", "-n", "-X", "-P", "-o", "State", "-j", str(started["job_id"])],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        lines = listed.stdout.split("\n") if listed.returncode == 0 else []
+        state = lines[0].strip() if lines else ""
+        if state and state.split()[0] not in _UNDER_WAY:
+            return state
+        if time.monotonic() >= deadline:
+            return ""
+        time.sleep(0.5)
+
+
+_UNDER_WAY = {"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING", "SUSPENDED"}

@@ -114,6 +114,7 @@ class WaveTask:
         the one-line error, which is also raised so that Hydra and W&B see the failure.
         """
         _end_with(self.launcher)
+        _note_termination()
         job, spec = self.jobs[int(config[MEMBER_KEY])], stage_spec(self.stage)
         tracked = self.stage_run(config)
         files = Files(self.workspace / STORE_DIR)
@@ -152,11 +153,14 @@ class WaveTask:
             _release(exc)
             free = shutil.disk_usage(hand).free
             remove(out)
-            if isinstance(exc, KeyboardInterrupt):
-                raise
+            if isinstance(exc, KeyboardInterrupt) or _terminated:
+                raise  # cancelled: no record, the submitter says the job did not finish
             error = _failure(job.key, exc, free)
             if os.environ.get("SUBMITIT_EXECUTOR"):  # the job's log is all one sees there
                 traceback.print_exception(exc, file=sys.stderr)
+            error.__cause__ = exc  # as `raise ... from exc` below sets it
+            if os.getpid() == self.launcher:  # the launching process: it keeps the traceback
+                _RAISED[job.handback] = error
             failed = {"error": str(error), "kind": type(error).__name__, "notes": notes}
             handback.write(hand, handback.RESULT, {**failed, "tracking": tracked.tracking})
             raise error from exc
@@ -190,6 +194,14 @@ def _failure(key: str, exc: BaseException, free: int) -> PipelineError:
     return StageFailed(f"stage `{key}` failed: {detail}")
 
 
+_RAISED: dict[str, PipelineError] = {}
+
+
+def raised(handback_folder: str) -> PipelineError | None:
+    """The error a job in this process raised (with the stage's traceback), if it did."""
+    return _RAISED.pop(handback_folder, None)
+
+
 #: A failure's kind in a hand-back record, back to the error the submitter raises.
 FAILURES: dict[str, type[PipelineError]] = {
     e.__name__: e for e in (ConfigError, NoSpace, StageFailed, PipelineError)
@@ -211,6 +223,35 @@ def _noting(notes: list[str]) -> Iterator[None]:
         yield
     finally:
         logger.removeHandler(handler)
+
+
+_terminated: list[int] = []  # the signals of a cancel that reached this job
+
+
+def _note_termination() -> None:
+    """In a cluster job: note SIGTERM (a cancel), then let submitit's own handler run.
+
+    A stage failing in the seconds between the cancel's SIGTERM and its SIGKILL (W&B's
+    service process gone, say) was cancelled: it hands back no failure.
+    """
+    before = signal.getsignal(signal.SIGTERM)
+    if not os.environ.get("SUBMITIT_EXECUTOR") or before is _on_term:
+        return
+    _before.append(before)
+    signal.signal(signal.SIGTERM, _on_term)
+
+
+_before: list[Any] = []
+
+
+def _on_term(signum: int, frame: Any) -> None:
+    _terminated.append(signum)
+    before = _before[-1]
+    if callable(before):
+        before(signum, frame)
+    elif before != signal.SIG_IGN:  # the default: end as SIGTERM ends a process
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _release(exc: BaseException) -> None:

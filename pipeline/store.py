@@ -18,7 +18,8 @@ from filelock import FileLock, Timeout
 
 from pipeline import lock, memo
 from pipeline.errors import StoreError, VersionTaken
-from pipeline.lock import HOST, InputPin, OutputPin
+from pipeline.handback import owner_alive
+from pipeline.lock import InputPin, OutputPin
 from pipeline.memo import STORE_DIR
 from pipeline.objects import Files, Staged, StatRow, object_name, remove
 from pipeline.plan import NOT_HERE, CachedRun
@@ -74,16 +75,6 @@ def open_existing(workspace: Path) -> Store:
     return Store(workspace)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Store:
     """Artifact versions by content, with the index of runs that made and used them."""
 
@@ -125,9 +116,7 @@ class Store:
         """
         lock_temps = self.root.parent.glob(f"{lock.temp_prefix(lock.LOCK_NAME)}*")
         for entry in [*(self.root / "tmp").iterdir(), *lock_temps]:
-            host, pid, _ = [*entry.name.rsplit("-", 2), "", ""][:3]
-            host = host.removeprefix(lock.temp_prefix(lock.LOCK_NAME))
-            if host == HOST and pid.isdigit() and not _alive(int(pid)):
+            if not owner_alive(entry.name.removeprefix(lock.temp_prefix(lock.LOCK_NAME))):
                 remove(entry)
 
     def close(self) -> None:
@@ -198,6 +187,16 @@ class Store:
         """A new empty folder on the store's file system for a stage to write into."""
         folder = self.files.temp()
         folder.mkdir()
+        return folder
+
+    def handback(self) -> Path:
+        """A new folder for a job's records (:mod:`pipeline.handback`), outside `tmp/`.
+
+        A store open does not clear it: what a killed submitter's jobs hand back there is
+        booked by the next `run` (:func:`pipeline.booking.adopt`).
+        """
+        folder = self.root / "handback" / self.files.temp().name
+        folder.mkdir(parents=True)
         return folder
 
     def checkpoints(self, fingerprint: str) -> Path:
@@ -299,20 +298,34 @@ class Store:
         """
         number = int(pin.version.removeprefix("v"))
         with self._transaction() as db:
+            self.stat_cache.vouch(written)
             row = db.execute(
                 "SELECT version FROM versions WHERE name=? AND digest=?", (pin.name, pin.digest)
             ).fetchone()
             new = row is None
             if new:
-                number = self._free_number(db, pin.name, pin.version)
+                if self._indexed(db, pin.name, number):
+                    # Taken since (the job's submitter died, another run numbered anew):
+                    # the next number.
+                    number = self._free_number(db, pin.name, None)
+                # The job's folder, whole (its stat rows vouch for it), or built again from
+                # the objects: another job may have built this number since, and died.
+                self.files.materialise(pin.name, f"v{number}", manifest, False, set())
                 self._insert(db, Staged(pin.name, pin.type, manifest, pin.digest, pin.size), number)
                 self._move_latest(db, pin.name)
             elif row[0] != number:  # the same content twice in one wave: the first one's
-                remove(self.path(pin.name, pin.version))
+                if not self._indexed(db, pin.name, number):
+                    remove(self.path(pin.name, pin.version))
                 number = row[0]
-            self.stat_cache.vouch(written)
             self.stat_cache.flush()
         return replace(pin, version=f"v{number}"), new
+
+    @staticmethod
+    def _indexed(db: sqlite3.Connection, name: str, number: int) -> bool:
+        found = db.execute(
+            "SELECT 1 FROM versions WHERE name=? AND version=?", (name, number)
+        ).fetchone()
+        return found is not None
 
     def _insert(self, db: sqlite3.Connection, staged: Staged, number: int) -> None:
         db.execute(

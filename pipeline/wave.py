@@ -18,11 +18,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline import handback
+from pipeline import booking, handback
 from pipeline.callback import ArtifactRef
 from pipeline.errors import PipelineError, StageFailed
-from pipeline.launch import FAILURES, MemberJob, WaveTask, launch_wave, quote
-from pipeline.lock import OutputPin
+from pipeline.launch import FAILURES, MemberJob, WaveTask, launch_wave, quote, raised
+from pipeline.objects import remove
 from pipeline.plan import Step
 from pipeline.project import Project
 from pipeline.store import Store
@@ -61,11 +61,7 @@ def run_wave(project: Project, wave: Sequence[Step], group: str, report: Report)
             launch_wave(task, spec, project.workspace / "outputs" / stage / stamp, overrides)
         except (Exception, KeyboardInterrupt) as exc:
             launched = exc
-        try:
-            return _book(store, members, launched, report)
-        finally:
-            for member in members:
-                store.clean_tmp(member.folder)
+        return _book(store, members, launched, report)
 
 
 def _members(
@@ -96,7 +92,8 @@ def _members(
         run_id = store.runs.start(
             step.stage, fingerprint, step.inputs, state.config, state.code_digest
         )
-        folder = store.staging()  # after the index took the run: a busy one leaves no folder
+        folder = store.handback()  # after the index took the run: a busy one leaves no folder
+        handback.write(folder, booking.MEMBER, {"run": run_id, "member": step.stage})
         job = MemberJob(
             step.stage,
             fingerprint,
@@ -113,7 +110,11 @@ def _members(
 def _book(
     store: Store, members: Sequence[_Member], launched: BaseException | None, report: Report
 ) -> list[Step]:
-    """Record what every job handed back; raise the first failure (member order), if any."""
+    """Record what every job handed back; raise the first failure (member order), if any.
+
+    A member's folder goes once it is booked; one whose job still runs on the cluster
+    (this process was interrupted) stays for the next `run` to book.
+    """
     interrupted = isinstance(launched, KeyboardInterrupt)
     if launched is not None and not interrupted:
         _wait_for_the_rest(members)
@@ -123,55 +124,50 @@ def _book(
     for member in members:
         started = handback.read(member.folder, handback.STARTED)
         result = handback.read(member.folder, handback.RESULT)
+        if result is None and handback.running(started):
+            running.append(str(started and started.get("job_id")))
+            continue
         if result is not None and started and "executor" in started:
             for note in result.get("notes", []):  # its log is on the cluster: say them here
                 report("note", replace(member.step, reasons=(note,)))
         if result is not None and "outputs" in result:
-            done.append(_record(store, member, result))
-            continue
-        tracking = result.get("tracking", {}) if result else {}
-        store.runs.end(member.run_id, None, {}, tracking, interrupted=result is None)
-        if result is not None:
-            error = FAILURES.get(str(result.get("kind")), StageFailed)
-            failures.append(error(f"{result.get('error')}{handback.where(started)}"))
-        elif handback.running(started):
-            running.append(str(started and started.get("job_id")))
-        elif not interrupted and (started or launched is None):
-            failures.append(_unfinished(member, started))
+            outputs = booking.book(store, member.run_id, result)
+            metrics, environment = dict(result["metrics"]), dict(result["environment"])
+            done.append(
+                replace(member.step, outputs=outputs, metrics=metrics, environment=environment)
+            )
+        else:
+            booking.book_failure(store, member.run_id, result)
+            if result is not None:
+                kind = FAILURES.get(str(result.get("kind")), StageFailed)
+                error = raised(member.job.handback) or kind(
+                    f"{result.get('error')}{handback.where(started)}"
+                )
+                failures.append(error)
+            elif not interrupted and (started or launched is None):
+                failures.append(_unfinished(member, started))
+        remove(member.folder)
     if interrupted:
         if running:
             log.warning(
-                "SLURM jobs %s still run; `scancel %s` stops them (a rerun resumes them)",
+                "SLURM jobs %s still run; the next `run` books what they make, or "
+                "`scancel %s` stops them",
                 ", ".join(running),
                 " ".join(running),
             )
         assert launched is not None
         raise launched
     if failures:
-        others = f" ({len(failures) - 1} other members failed too)" if len(failures) > 1 else ""
-        raise type(failures[0])(f"{failures[0]}{others}") from launched
+        first = failures[0]
+        if len(failures) > 1:
+            first = type(first)(f"{first} ({len(failures) - 1} other members failed too)")
+            first.__cause__ = failures[0].__cause__
+        raise first
     if launched is not None:
         if isinstance(launched, PipelineError):
             raise launched
         raise StageFailed(f"the launcher failed: {launched}") from launched
     return done
-
-
-def _record(store: Store, member: _Member, result: Mapping[str, Any]) -> Step:
-    """A job's outputs and run, in the index; its step as the lock will pin it."""
-    written = [tuple(row) for row in result.get("written", [])]
-    outputs: dict[str, OutputPin] = {}
-    created = []
-    for key, handed in sorted(result["outputs"].items()):
-        pin, new = store.record(OutputPin(**handed["pin"]), handed["manifest"], written)
-        outputs[key] = pin
-        if new:
-            created.append(key)
-    # Which outputs this run made first: `sync` uploads their creators in version order.
-    tracking = {**result.get("tracking", {}), "created": created}
-    metrics, environment = dict(result["metrics"]), dict(result["environment"])
-    store.runs.end(member.run_id, outputs, metrics, tracking, environment=environment)
-    return replace(member.step, outputs=outputs, metrics=metrics, environment=environment)
 
 
 def _unfinished(member: _Member, started: Mapping[str, Any] | None) -> PipelineError:

@@ -109,6 +109,9 @@ AccountingStoragePort=16819
 MpiDefault=none
 MailProg=/bin/true
 ReturnToService=2
+# A cancelled job's processes get SIGKILL 2 s after SIGTERM (30 s by default): submitit
+# ignores SIGTERM, so a cancel test would otherwise wait for the job to end by itself.
+KillWait=2
 NodeName={name.group(1)} NodeAddr=127.0.0.1 {cpus} RealMemory={int(memory.group(1)) * 95 // 100}
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """

@@ -75,6 +75,36 @@ def make_cli(workspace: Path) -> Cli:
     return cli
 
 
+def spawn_cli(
+    workspace: Path, *args: str, env: dict[str, str] | None = None, output: bool = True
+) -> subprocess.Popen[str]:
+    """``python -m pipeline ARGS`` in ``workspace``, in the background.
+
+    Its output is gathered (read it with ``communicate``), or dropped without ``output``
+    (a process the test kills: what it started may hold the pipes open).
+    """
+    pipe = subprocess.PIPE if output else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=workspace,
+        env={**env_for(workspace), **(env or {})},
+        stdout=pipe,
+        stderr=pipe,
+        text=True,
+    )
+
+
+def handed_back(workspace: Path, name: str) -> list[dict[str, Any]]:
+    """The records of the jobs a `run` launched (`started.json`, `result.json`), as found."""
+    found = []
+    for path in sorted((workspace / ".pipeline" / "handback").glob(f"*/{name}")):
+        try:
+            found.append(json.loads(path.read_text()))
+        except (OSError, ValueError):  # gone, as the run booked it
+            continue
+    return found
+
+
 def actions(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
     """Stage -> action from ``run --json`` output."""
     return {s["stage"]: s["action"] for s in json.loads(result.stdout)["steps"]}

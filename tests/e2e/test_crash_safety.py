@@ -44,7 +44,6 @@ POINTS = [
     ("pipeline.objects:Files.materialise", 2, "after"),  # model's folder built, not booked
     ("pipeline.wave:_book", 2, "before"),  # train's job handed its record back, none booked
     ("pipeline.store:Store.record", 2, "after"),  # the model recorded, its run not ended
-    ("pipeline.runs:RunIndex.end", 2, "before"),  # model committed, its run not marked done
     ("pipeline.runner:_record", 3, "before"),  # evaluation committed, lock not updated
     ("matplotlib.figure:Figure.savefig", 2, "before"),  # plot half drawn
     ("os:link", 26, "after"),  # plot's objects partly stored

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from tests.e2e.support import copy_workspace, env_for, make_cli
+from tests.e2e.support import copy_workspace, make_cli, spawn_cli
 
 LONG = ("train.epochs=25", "train.lr=0.004")
 
@@ -25,13 +23,7 @@ def test_a_killed_training_resumes_from_its_checkpoint(ran_once: Path, tmp_path:
     whole = copy_workspace(ran_once, tmp_path / "whole")
     make_cli(whole)("run", "train", *LONG)
     killed = copy_workspace(ran_once, tmp_path / "killed")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "run", "train", *LONG],
-        cwd=killed,
-        env=env_for(killed),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = spawn_cli(killed, "run", "train", *LONG, output=False)
     checkpoints = killed / ".pipeline" / "checkpoints"
     deadline = time.monotonic() + 300
     while not list(checkpoints.glob("*/train.pt")) and time.monotonic() < deadline:

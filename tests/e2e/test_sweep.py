@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.support import Cli, actions, env_for, make_cli
+from tests.e2e.support import Cli, actions, env_for, handed_back, make_cli, spawn_cli
+from tests.files import write_mnist
 from tests.wandb_records import read_all
 
 SWEEP = ("-m", "train.lr=1e-3,1e-2", "train.model=mlp,cnn", "train.epochs=2")
@@ -119,28 +119,15 @@ def test_a_sweep_changes_neither_the_single_runs_nor_what_a_bare_name_means(
     assert f" {PLOT}  (ok" in latest.stdout
 
 
-def _finished_members(index: Path) -> int:
-    with contextlib.closing(sqlite3.connect(index, timeout=60)) as db:
-        query = "SELECT count(*) FROM runs WHERE stage LIKE 'train[%' AND status = 'ok'"
-        return int(db.execute(query).fetchone()[0])
-
-
 def test_a_killed_sweep_resumes_with_only_the_unfinished_members(workspace: Path) -> None:
     slow = ("-m", "train.lr=1e-3,2e-3,3e-3", "train.epochs=20")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "run", "train", *slow, "--json"],
-        cwd=workspace,
-        env=env_for(workspace),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = spawn_cli(workspace, "run", "train", *slow, "--json", output=False)
     first = "train[train.lr=0.001]"
-    # Kill once a member has finished: its run is recorded as done in the store's index
-    # (a version folder alone may still be inside its commit, which the kill undoes).
-    index = workspace / ".pipeline" / "index.sqlite"
+    # Kill once a member has finished: its job handed back its record, which the launching
+    # process books in the index only once the wave ends; the next `run` books it instead.
     versions = workspace / ".pipeline" / "artifacts" / "model"
     deadline = time.monotonic() + 300
-    while not _finished_members(index) and time.monotonic() < deadline:
+    while not handed_back(workspace, "result.json") and time.monotonic() < deadline:
         assert process.poll() is None, "the sweep ended before it could be killed"
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
@@ -190,27 +177,10 @@ def test_parallel_launchers_give_the_same_digests(ran_once: Path, tmp_path: Path
     assert sorted((tmp_path / "submitit" / "outputs" / "train").iterdir())  # submitit's folders
 
 
-def _write_idx(path: Path, array: object) -> None:
-    import struct
-
-    import numpy as np
-
-    data = np.asarray(array, dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = struct.pack(">I", 0x0800 | data.ndim) + struct.pack(f">{data.ndim}I", *data.shape)
-    path.write_bytes(header + data.tobytes())
-
-
 def test_one_model_evaluated_on_several_datasets(tmp_path: Path) -> None:
-    import numpy as np
-
     workspace = tmp_path / "ws"
-    rng = np.random.default_rng(0)
-    for folder in ("MNIST", "FashionMNIST"):  # small files in the real IDX format
-        raw = workspace / "data" / folder / "raw"
-        for prefix, n in (("train", 80), ("t10k", 20)):
-            _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
-            _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    for seed, folder in enumerate(("MNIST", "FashionMNIST")):  # small files, real IDX format
+        write_mnist(workspace / "data", train=80, test=20, folder=folder, seed=seed)
     cli = make_cli(workspace)
     cli("run", "train", "prepare_data.dataset=mnist", "train.epochs=1")
     result = cli("run", "plot", "-m", "evaluate.dataset=mnist,fashion_mnist", "--json")
@@ -262,23 +232,13 @@ def _command(pid: int) -> str | None:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 def test_a_parallel_sweep_killed_leaves_no_process_behind(workspace: Path) -> None:
     """SIGKILL of `run -m ... hydra/launcher=joblib`: its loky workers and trackers end too."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "run", "train", *PARALLEL],
-        cwd=workspace,
-        env=env_for(workspace),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = spawn_cli(workspace, "run", "train", *PARALLEL, output=False)
     deadline = time.monotonic() + 300
     workers: list[int] = []
-    index = workspace / ".pipeline" / "index.sqlite"
     while time.monotonic() < deadline:  # until both members are training in their workers
         assert process.poll() is None, "the sweep ended before it could be killed"
         workers = [p for p in _descendants(process.pid) if "loky" in (_command(p) or "")]
-        with contextlib.closing(sqlite3.connect(index, timeout=60)) as db:
-            query = "SELECT count(*) FROM runs WHERE stage LIKE 'train[%' AND status = 'running'"
-            running = int(db.execute(query).fetchone()[0])
-        if len(workers) >= 2 and running >= 2:
+        if len(workers) >= 2 and len(handed_back(workspace, "started.json")) >= 2:
             break
         time.sleep(0.2)
     below = _descendants(process.pid)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 
 from stages import data
 from stages.prepare_data import check, prepare_data
+from tests.files import write_mnist
 
 
 def test_digits_loads_the_bundled_images() -> None:
@@ -87,22 +87,11 @@ def test_prepare_data_writes_reproducible_files(tmp_path: Path) -> None:
     assert x.shape == (179, 1, 8, 8) and y.dtype == np.int64
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    # IDX: big-endian magic (0x08 = uint8, then the number of dims), the dims, raw bytes.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.mark.parametrize(
     ("loader", "folder"), [(data.mnist, "MNIST"), (data.fashion_mnist, "FashionMNIST")]
 )
 def test_mnist_like_loaders_read_raw_idx_files(loader, folder: str, tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    raw = tmp_path / folder / "raw"
-    for prefix, n in (("train", 12), ("t10k", 5)):
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    raw = write_mnist(tmp_path, folder=folder)
     images = np.fromfile(raw / "train-images-idx3-ubyte", dtype=np.uint8)[16:]
     x, y, classes, source = loader(root=str(tmp_path))
     assert x.shape == (17, 1, 28, 28) and x.dtype == np.float32
