@@ -40,10 +40,12 @@ def book(store: Store, run_id: int, result: Mapping[str, Any]) -> dict[str, Outp
     return outputs
 
 
-def book_failure(store: Store, run_id: int, result: Mapping[str, Any] | None) -> None:
-    """Record a job's run as failed (it handed back its error) or interrupted (it did not)."""
+def book_failure(
+    store: Store, run_id: int, result: Mapping[str, Any] | None, interrupted: bool
+) -> None:
+    """Record a job's run as failed, or as interrupted (it was cancelled, or killed)."""
     tracking = result.get("tracking", {}) if result else {}
-    store.runs.end(run_id, None, {}, tracking, interrupted=result is None)
+    store.runs.end(run_id, None, {}, tracking, interrupted=interrupted)
 
 
 def adopt(workspace: Path) -> None:
@@ -69,7 +71,7 @@ def adopt(workspace: Path) -> None:
                 elif result is None and handback.running(handback.read(folder, handback.STARTED)):
                     continue  # a cluster job still at work: the next `run` books it
                 else:
-                    book_failure(store, int(member["run"]), result)
+                    book_failure(store, int(member["run"]), result, interrupted=result is None)
                 remove(folder)
     finally:
         store.close()

@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import gc
-import importlib.metadata
 import logging
 import os
-import platform
 import shutil
-import signal
 import sys
-import threading
-import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,39 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import handback
+from pipeline import job as job_
 from pipeline.callback import ArtifactRef, StageRun, stage_spec
-from pipeline.errors import ConfigError, NoSpace, PipelineError, StageFailed
+from pipeline.errors import ConfigError, PipelineError, StageFailed
 from pipeline.memo import STORE_DIR
 from pipeline.objects import Files, remove
 from pipeline.spec import (
-    NOTE,
     OUT_PARAM,
-    StageInputError,
     StageSpec,
     checkpointing,
-    pin_cpu_numerics,
 )
 from pipeline.sweep import slot_label
 
-# Libraries whose version can change a stage's bits; recorded in the lock, not fingerprinted.
-_LIBRARIES = ("numpy", "torch", "torchvision", "scikit-learn", "matplotlib", "mnist1d")
 MEMBER_KEY = "pipeline_member"
-_FULL_BELOW = 1 << 20  # bytes free under which a failing stage is taken to have filled the disk
-
-
-def environment() -> dict[str, str]:
-    """Python's, the CPU code paths' and the bit-relevant libraries' versions.
-
-    Pins the CPU code paths first (see :func:`pipeline.spec.pin_cpu_numerics`), so it
-    must be called before the stage's first tensor operation; imports none of the libraries.
-    """
-    found = {"python": platform.python_version(), "cpu": pin_cpu_numerics()}
-    for name in _LIBRARIES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
 
 
 @dataclass(frozen=True)
@@ -113,8 +87,8 @@ class WaveTask:
         hand-back folder gets `started.json`, then `result.json` with the versions built or
         the one-line error, which is also raised so that Hydra and W&B see the failure.
         """
-        _end_with(self.launcher)
-        _note_termination()
+        job_.end_with(self.launcher)
+        job_.note_termination()
         job, spec = self.jobs[int(config[MEMBER_KEY])], stage_spec(self.stage)
         tracked = self.stage_run(config)
         files = Files(self.workspace / STORE_DIR)
@@ -123,11 +97,11 @@ class WaveTask:
         remove(out)  # a requeued job starts again from its checkpoints, not from these
         out.mkdir(parents=True)
         handback.write(hand, handback.STARTED, {**handback.here(), "member": job.key})
-        env = environment()
+        env = job_.environment()
         notes: list[str] = []
         handed: dict[str, Any] = {}
         try:
-            with checkpointing(files.checkpoints(job.fingerprint)), _noting(notes):
+            with checkpointing(files.checkpoints(job.fingerprint)), job_.noting(notes):
                 tracked.metrics = _plain(_call(spec, job, out) or {})
             tracked.environment = env
             made: set[str] = set()
@@ -146,150 +120,38 @@ class WaveTask:
                 )
                 outputs = {"pin": vars(staged.pin(version)), "manifest": dict(staged.manifest)}
                 handed[o.name] = outputs
-            shutil.rmtree(files.checkpoints(job.fingerprint), ignore_errors=True)
+            result = {
+                "outputs": handed,
+                "metrics": tracked.metrics,
+                "environment": env,
+                "tracking": tracked.tracking,
+                "written": files.written,
+                "notes": notes,
+            }
+            handback.write(hand, handback.RESULT, result)
         except (Exception, KeyboardInterrupt) as exc:
             # First give the space back (a full disk): drop the failed stage's objects,
             # which may hold its output files open, then its folder.
-            _release(exc)
+            job_.release(exc)
             free = shutil.disk_usage(hand).free
             remove(out)
-            if isinstance(exc, KeyboardInterrupt) or _terminated:
+            if isinstance(exc, KeyboardInterrupt) or job_.terminated:
                 raise  # cancelled: no record, the submitter says the job did not finish
-            error = _failure(job.key, exc, free)
+            error = job_.failure(job.key, exc, free)
             if os.environ.get("SUBMITIT_EXECUTOR"):  # the job's log is all one sees there
                 traceback.print_exception(exc, file=sys.stderr)
             error.__cause__ = exc  # as `raise ... from exc` below sets it
             if os.getpid() == self.launcher:  # the launching process: it keeps the traceback
-                _RAISED[job.handback] = error
+                job_.RAISED[job.handback] = error
             failed = {"error": str(error), "kind": type(error).__name__, "notes": notes}
-            handback.write(hand, handback.RESULT, {**failed, "tracking": tracked.tracking})
+            with contextlib.suppress(OSError):  # a full disk: the submitter says what it can
+                handback.write(hand, handback.RESULT, {**failed, "tracking": tracked.tracking})
             raise error from exc
         finally:
             remove(out)
-        result = {
-            "outputs": handed,
-            "metrics": tracked.metrics,
-            "environment": env,
-            "tracking": tracked.tracking,
-            "written": files.written,
-            "notes": notes,
-        }
-        handback.write(hand, handback.RESULT, result)
+        # Handed back: a rerun of this fingerprint reuses the outputs, never the checkpoint.
+        shutil.rmtree(files.checkpoints(job.fingerprint), ignore_errors=True)
         return {"key": job.key}
-
-
-def _failure(key: str, exc: BaseException, free: int) -> PipelineError:
-    """A stage's failure in one line: bad input, a full disk, or what it raised."""
-    if isinstance(exc, StageInputError):  # bad input, not a bug: no traceback
-        return ConfigError(f"stage `{key}`: {exc}")
-    # Libraries report a full disk in their own words (numpy: "N requested and M
-    # written", torch: "iostream error"): a failure with the disk full is one.
-    if free < _FULL_BELOW and not isinstance(exc, PipelineError):
-        return NoSpace(
-            f"stage `{key}` ran out of disk space writing its outputs; free space "
-            "on the disk holding the workspace, or use a workspace on another disk "
-            "(`--workspace DIR`), and rerun (stages that finished are kept)"
-        )
-    detail = exc if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
-    return StageFailed(f"stage `{key}` failed: {detail}")
-
-
-_RAISED: dict[str, PipelineError] = {}
-
-
-def raised(handback_folder: str) -> PipelineError | None:
-    """The error a job in this process raised (with the stage's traceback), if it did."""
-    return _RAISED.pop(handback_folder, None)
-
-
-#: A failure's kind in a hand-back record, back to the error the submitter raises.
-FAILURES: dict[str, type[PipelineError]] = {
-    e.__name__: e for e in (ConfigError, NoSpace, StageFailed, PipelineError)
-}
-
-
-@contextlib.contextmanager
-def _noting(notes: list[str]) -> Iterator[None]:
-    """Gather the stage's notes (:func:`pipeline.spec.note`) while the block runs."""
-
-    class Gather(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if getattr(record, NOTE, False):
-                notes.append(record.getMessage())
-
-    logger, handler = logging.getLogger("pipeline.progress"), Gather()
-    logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-
-
-_terminated: list[int] = []  # the signals of a cancel that reached this job
-
-
-def _note_termination() -> None:
-    """In a cluster job: note SIGTERM (a cancel), then let submitit's own handler run.
-
-    A stage failing in the seconds between the cancel's SIGTERM and its SIGKILL (W&B's
-    service process gone, say) was cancelled: it hands back no failure.
-    """
-    before = signal.getsignal(signal.SIGTERM)
-    if not os.environ.get("SUBMITIT_EXECUTOR") or before is _on_term:
-        return
-    _before.append(before)
-    signal.signal(signal.SIGTERM, _on_term)
-
-
-_before: list[Any] = []
-
-
-def _on_term(signum: int, frame: Any) -> None:
-    _terminated.append(signum)
-    before = _before[-1]
-    if callable(before):
-        before(signum, frame)
-    elif before != signal.SIG_IGN:  # the default: end as SIGTERM ends a process
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _release(exc: BaseException) -> None:
-    """Drop the local variables of a failed stage's frames; the traceback still prints."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        traceback.clear_frames(seen.__traceback__)
-        seen = seen.__cause__ or seen.__context__
-    gc.collect()
-
-
-_watched: list[int] = []  # the process (pid) whose parent is watched, once per process
-
-
-def _end_with(launcher: int) -> None:
-    """In a worker the launcher started (joblib's loky, submitit's local jobs): die with it.
-
-    A killed launcher (SIGKILL, a lost terminal) would leave its workers running, loky's
-    for good. A worker whose parent is the launcher watches it and kills itself once it is
-    gone (then it has another parent), which the store survives as any kill. A job with
-    another parent (SLURM's `slurmstepd`) is left alone: it outlives its submitter by design.
-    """
-    if os.getppid() != launcher or os.getpid() in _watched:
-        return
-    _watched.append(os.getpid())
-
-    def watch() -> None:
-        while os.getppid() == launcher:
-            time.sleep(0.2)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    threading.Thread(target=watch, name="end-with-launcher", daemon=True).start()
-
-
-def _pins(inputs: Mapping[str, ArtifactRef]) -> dict[str, Any]:
-    from pipeline.lock import InputPin
-
-    return {slot: InputPin(ref.name, ref.version, ref.digest) for slot, ref in inputs.items()}
 
 
 def _call(spec: StageSpec, job: MemberJob, staging: Path) -> Any:

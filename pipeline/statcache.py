@@ -74,8 +74,8 @@ class StatCache:
     def vouch(self, rows: Iterable[tuple[str, int, int, int, str]]) -> None:
         """Take another process's rows (path under the root, size, mtime_ns, inode, MD5).
 
-        Each is kept only if its file still has that size, mtime and inode, as a row of
-        this process's own would be checked.
+        A row is checked against its file's stat when it is read, as any is; one whose file
+        has another size, mtime or inode already is left out.
         """
         for rel, size, mtime, inode, md5 in rows:
             try:

@@ -21,7 +21,8 @@ from typing import Any
 from pipeline import booking, handback
 from pipeline.callback import ArtifactRef
 from pipeline.errors import PipelineError, StageFailed
-from pipeline.launch import FAILURES, MemberJob, WaveTask, launch_wave, quote, raised
+from pipeline.job import FAILURES, raised
+from pipeline.launch import MemberJob, WaveTask, launch_wave, quote
 from pipeline.objects import remove
 from pipeline.plan import Step
 from pipeline.project import Project
@@ -137,15 +138,16 @@ def _book(
                 replace(member.step, outputs=outputs, metrics=metrics, environment=environment)
             )
         else:
-            booking.book_failure(store, member.run_id, result)
-            if result is not None:
+            error = raised(member.job.handback)  # in this process: with the traceback
+            failed = error is not None or result is not None
+            booking.book_failure(store, member.run_id, result, interrupted=not failed)
+            if error is None and result is not None:
                 kind = FAILURES.get(str(result.get("kind")), StageFailed)
-                error = raised(member.job.handback) or kind(
-                    f"{result.get('error')}{handback.where(started)}"
-                )
+                error = kind(f"{result.get('error')}{handback.where(started)}")
+            elif error is None and not interrupted and (started or launched is None):
+                error = _unfinished(member, started)
+            if error is not None:
                 failures.append(error)
-            elif not interrupted and (started or launched is None):
-                failures.append(_unfinished(member, started))
         remove(member.folder)
     if interrupted:
         if running:

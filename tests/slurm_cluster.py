@@ -210,6 +210,8 @@ def _end_group(pid: int) -> None:
         return
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):  # a dead leader left unreaped holds
+            os.waitpid(pid, os.WNOHANG)  # its group open: reap it (ours or not, no harm)
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:
