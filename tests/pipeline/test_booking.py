@@ -14,6 +14,7 @@ from pipeline.digest import file_md5
 from pipeline.lock import HOST
 from pipeline.objects import Files, rehash
 from pipeline.store import Store
+from tests.pipeline.test_store import _stage_output
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def test_a_number_taken_since_goes_to_the_next_one_and_spares_the_other_folder(
     store: Store,
 ) -> None:
     orphan = _job(store, {"w": b"mine"}, 0)  # its submitter died before booking it
-    taken = store.commit(_stage(store, {"w": b"theirs"}), "model", "model")  # v0, anew
+    taken = store.commit(_stage_output(store, {"w": b"theirs"}), "model", "model")  # v0, anew
     pins = booking.book(store, _run(store), orphan)
     assert (taken.version, pins["model"].version) == ("v0", "v1")
     assert store.intact(taken) and store.intact(pins["model"])
@@ -95,13 +96,6 @@ def test_a_file_changed_after_the_job_wrote_it_is_rebuilt_at_booking(store: Stor
     assert store.damage(pins["model"]) is None  # rebuilt from the objects at booking
     assert rehash(folder, ["w"]) == {"w": file_md5(folder / "w")}
     assert (folder / "w").read_bytes() == b"one"
-
-
-def _stage(store: Store, files: dict[str, bytes]) -> Path:
-    folder = store.staging()
-    for rel, data in files.items():
-        (folder / rel).write_bytes(data)
-    return folder
 
 
 def _dead_pid() -> int:
