@@ -34,7 +34,7 @@ def _ours_overrides(settings: Settings) -> list[str]:
 
 def _write_default_dvc(folder: Path, settings: Settings) -> None:
     """dvc.yaml: the four stages as `python -m stages.<stage>`, deps as our fingerprint's."""
-    from pipeline.digest import code_files
+    from pipeline.core.digest import code_files
 
     params = _params(settings)
     ins = {

@@ -11,8 +11,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline import callback, graph, lock
-from pipeline.project import lock_cache, open_project
+from pipeline.core import graph, lock, paths
+from pipeline.core.paths import lock_cache
+from pipeline.execution import discover
+from pipeline.execution.project import open_project
 
 
 def sweep_overrides(lrs: int, seeds: int) -> list[str]:
@@ -23,7 +25,7 @@ def sweep_overrides(lrs: int, seeds: int) -> list[str]:
 
 def plan_seconds(lrs: int, seeds: int) -> dict[str, float]:
     """Seconds to open the project with the sweep (compose every member) and to plan it."""
-    callback.stage_specs()  # the stage modules and Hydra are imported before the clock starts
+    discover.stage_specs()  # the stage modules and Hydra are imported before the clock starts
     importlib.import_module("networkx")  # and networkx, which builds the DAG
     start = time.perf_counter()
     project, _ = open_project(Path.cwd(), sweep_overrides(lrs, seeds), multirun=True)
@@ -82,7 +84,7 @@ if __name__ == "__main__":
     if mode == "plan":
         print(json.dumps(plan_seconds(lrs, seeds)))
     elif mode == "sweep-lock":  # the workspace's lock, with a finished sweep's blocks added
-        here = Path(lock.LOCK_NAME)
+        here = Path(paths.LOCK_NAME)
         found = synthetic_lock(here, lrs, seeds)
         lock.write(
             here, lock.Lock({**found.stages, **lock.read(here).stages}), lock_cache(Path.cwd())

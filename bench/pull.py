@@ -47,9 +47,9 @@ def _plain_download(url: str, target: Path) -> None:
 
 
 def _our_pull(workspace: Path, entity: str) -> None:
-    from pipeline import remote
-    from pipeline.pull import fetch
-    from pipeline.store import Store
+    from pipeline.execution import remote
+    from pipeline.execution.pull import fetch
+    from pipeline.state.store import Store
 
     place = remote.Where(entity, "lineage")
     found = remote.lookup(place, "blob", "v0", "blob")

@@ -31,7 +31,7 @@ def main(spec: StageSpec) -> None:
     # stays free of wandb and of the orchestrator (see the import contracts).
     store(
         HydraConf(
-            callbacks={"wandb": {"_target_": "pipeline.callback.WandbCallback"}},
+            callbacks={"wandb": {"_target_": "pipeline.execution.callback.WandbCallback"}},
             # `--help` lists each key with its type, range and default.
             help=HelpConf(app_name=spec.name, template=keys.help_template(spec, sys.argv[1:])),
         )

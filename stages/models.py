@@ -191,5 +191,5 @@ def _plain(value: Any) -> Any:
 
 def _factories() -> dict[str, Callable[..., Any]]:
     # Made when called, not at import, so that importing this module runs none of their
-    # bodies and an edit inside one keeps the declared configs (see `pipeline.outline`).
+    # bodies and an edit inside one keeps the declared configs (see `pipeline.core.outline`).
     return {f"{__name__}.{f.__qualname__}": f for f in (mlp, cnn, torchvision_model)}

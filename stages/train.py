@@ -122,7 +122,7 @@ def _fit(
 
 
 # Checkpoints are plain functions, not a class: a class body runs at import, and the
-# declarations cache (pipeline.outline) would count everything its methods name as
+# declarations cache (pipeline.core.outline) would count everything its methods name as
 # reachable from import time.
 def _load_checkpoint(path: Path | None, device: torch.device) -> dict[str, Any] | None:
     """The end of the last finished epoch, or None (none yet, or unreadable: start over)."""

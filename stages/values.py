@@ -1,8 +1,8 @@
 """The value ranges the stages declare in their signatures, checked before anything runs.
 
-pydantic's vocabulary: the orchestrator (`pipeline.constraints`) checks each composed value
-against its parameter's annotation, so `train.lr=nan` is refused with its key, its value
-and this range before any stage starts. Plain Python calls are not checked.
+pydantic's vocabulary: the orchestrator (`pipeline.execution.constraints`) checks each
+composed value against its parameter's annotation, so `train.lr=nan` is refused with its
+key, its value and this range before any stage starts. Plain Python calls are not checked.
 """
 
 from __future__ import annotations

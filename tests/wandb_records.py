@@ -1,5 +1,5 @@
 """A reader of W&B's offline `.wandb` files, for tests that check lineage (format:
-`pipeline.wandb_file`)."""
+`pipeline.execution.wandb_file`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.wandb_file import payloads
+from pipeline.execution.wandb_file import payloads
 
 
 @dataclass

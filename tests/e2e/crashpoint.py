@@ -136,8 +136,7 @@ def _no_link(*args: Any, **kwargs: Any) -> None:
 
 def look(workspace: Path, out: Path) -> None:
     """Record what a reader sees in ``workspace`` right now (see the module docstring)."""
-    from pipeline.lock import LOCK_NAME
-    from pipeline.memo import STORE_DIR
+    from pipeline.core.paths import LOCK_NAME, STORE_DIR
 
     lock = workspace / LOCK_NAME
     text = lock.read_bytes().decode("utf-8", "replace") if lock.is_file() else None
@@ -196,7 +195,7 @@ def main() -> int:
     if options.no_links:
         os.link = _no_link
     install(options.target, options.nth, options.when, lambda: _point(options))
-    from pipeline.cli import main as cli
+    from pipeline.cli.main import main as cli
 
     code = cli(options.argv)
     for command, other in _started:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import api
-from pipeline.errors import StoreError, UsageError
+from pipeline.core.errors import StoreError, UsageError
 
 
 def test_artifact_paths_by_version_or_alias(workspace: Path) -> None:

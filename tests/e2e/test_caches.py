@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import stages
-from pipeline import lock
+from pipeline.core import lock, paths
 from tests.e2e.support import FAST, Cli, make_cli, status
 
 CACHE = Path(".pipeline/lock.json")
@@ -44,21 +44,21 @@ def test_a_copied_workspace_answers_from_its_own_files(
     in_copy("run", "train", "train.epochs=1")
     found = json.loads(in_copy("status", "--json").stdout)["stages"]
     assert found["train"]["state"] == "fresh"
-    assert lock.read(copy / lock.LOCK_NAME).stages["train"].outputs["model"].version == "v1"
+    assert lock.read(copy / paths.LOCK_NAME).stages["train"].outputs["model"].version == "v1"
     assert "(model v1)" in in_copy("status").stdout
-    (copy / lock.LOCK_NAME).unlink()
+    (copy / paths.LOCK_NAME).unlink()
     assert status(in_copy)["train"]["state"] == "never-ran"
     assert "model v0" in cli("status").stdout  # the original is untouched
 
 
 def test_an_override_that_reads_the_environment_is_refused(cli: Cli, workspace: Path) -> None:
-    before = (workspace / lock.LOCK_NAME).read_text()
+    before = (workspace / paths.LOCK_NAME).read_text()
     for command in ("run", "status"):
         result = cli(command, "train", "train.epochs=${oc.env:EP}", check=False, env={"EP": "5"})
         assert result.returncode == 2
         assert result.stderr.startswith("error: override `train.epochs=${oc.env:EP}` holds an ")
         assert "`train.epochs=$EP`" in result.stderr and result.stderr.count("\n") == 1
-    assert (workspace / lock.LOCK_NAME).read_text() == before
+    assert (workspace / paths.LOCK_NAME).read_text() == before
 
 
 def _plant(workspace: Path, edit) -> None:
@@ -77,7 +77,7 @@ def test_a_parsed_lock_that_fails_the_locks_checks_is_ignored(
     cli: Cli, workspace: Path, tmp_path: Path
 ) -> None:
     cli("status")
-    text = (workspace / lock.LOCK_NAME).read_text()
+    text = (workspace / paths.LOCK_NAME).read_text()
     plants = [
         lambda doc: doc["stages"]["train"]["outputs"]["model"].update(name="../../../../etc"),
         lambda doc: doc["stages"]["train"].update(inputs=5),
@@ -90,17 +90,17 @@ def test_a_parsed_lock_that_fails_the_locks_checks_is_ignored(
         result = cli("status", "--json", check=False)
         assert result.returncode == 0 and not result.stderr
         assert result.stdout == _uncached(workspace, tmp_path, "status", "--json")
-        assert (workspace / lock.LOCK_NAME).read_text() == text
+        assert (workspace / paths.LOCK_NAME).read_text() == text
 
 
 def test_a_value_planted_in_the_parsed_lock_never_reaches_the_lock_file(
     cli: Cli, workspace: Path
 ) -> None:
     cli("status")
-    before = lock.read(workspace / lock.LOCK_NAME).stages["evaluate"]
+    before = lock.read(workspace / paths.LOCK_NAME).stages["evaluate"]
     _plant(workspace, lambda doc: doc["stages"]["evaluate"]["metrics"].update(accuracy=1.0))
     cli("run", "train", "--force", *FAST)
-    after = lock.read(workspace / lock.LOCK_NAME).stages["evaluate"]
+    after = lock.read(workspace / paths.LOCK_NAME).stages["evaluate"]
     assert after == before
 
 
@@ -108,7 +108,7 @@ def test_every_answer_equals_the_answer_without_caches_after_a_touch(
     cli: Cli, workspace: Path, tmp_path: Path
 ) -> None:
     cli("status")
-    (workspace / lock.LOCK_NAME).touch()  # new mtime, same bytes: the memo may still answer
+    (workspace / paths.LOCK_NAME).touch()  # new mtime, same bytes: the memo may still answer
     for args in (("status", "--json"), ("run", "--dry-run", "--json")):
         assert cli(*args).stdout == _uncached(workspace, tmp_path, *args)
 
@@ -143,7 +143,7 @@ def test_answers_with_caches_equal_answers_without_them(steps: list[str]) -> Non
             ignore=shutil.ignore_patterns("__pycache__"),
         )
         make_cli(workspace)("run", *FAST)
-        shutil.copy2(workspace / lock.LOCK_NAME, root / "first.yaml")
+        shutil.copy2(workspace / paths.LOCK_NAME, root / "first.yaml")
         for number, step in enumerate(steps):
             workspace = _do(step, workspace, root, number)
             cli = make_cli(workspace)
@@ -163,7 +163,7 @@ def _do(step: str, workspace: Path, root: Path, number: int) -> Path:
     elif step in ("edit a function body", "edit a declaration"):
         _edit(workspace, step, number)
     elif step == "touch lock":
-        (workspace / lock.LOCK_NAME).touch()
+        (workspace / paths.LOCK_NAME).touch()
     elif step == "override":
         cli("run", "train", "train.epochs=1")
     elif step == "reset":
@@ -174,7 +174,7 @@ def _do(step: str, workspace: Path, root: Path, number: int) -> Path:
     elif step == "delete .pipeline memo":
         shutil.rmtree(workspace / ".pipeline" / "memo", ignore_errors=True)
     elif step == "check out the first lock":  # as `git checkout`: other bytes, a new mtime
-        shutil.copyfile(root / "first.yaml", workspace / lock.LOCK_NAME)
+        shutil.copyfile(root / "first.yaml", workspace / paths.LOCK_NAME)
     elif step == "damage the model":  # a plain edit: its mtime moves (see `lock verify`)
         model = next((workspace / ".pipeline" / "artifacts" / "model").glob("v*/state_dict.pt"))
         model.chmod(0o644)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import lock
+from pipeline.core import lock, paths
 from tests.e2e.support import FAST, TRAIN_FAILS, Cli, actions, make_cli, status
 
 ALL = ("prepare_data", "train", "evaluate", "plot")
@@ -248,7 +248,7 @@ def test_commands_that_run_nothing_import_neither_torch_nor_wandb(cli: Cli) -> N
     for args in (("status",), ("run",), ("run", "train.lr=0.5", "--dry-run")):
         result = cli(*args, python=("-X", "importtime"))
         imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
-        assert "pipeline.cli" in imported, args  # the check itself sees imports
+        assert "pipeline.cli.main" in imported, args  # the check itself sees imports
         assert not imported & {"torch", "torchvision", "wandb", "matplotlib"}, args
 
 
@@ -261,8 +261,8 @@ def test_a_repeated_no_op_answers_from_the_memo_until_something_changes(
     answers = [cli("status").stdout for _ in range(2)]  # the copy re-hashes once, then settles
     fast = cli("status", python=("-X", "importtime"))
     assert fast.stdout == answers[0] == answers[1]
-    assert "pipeline.memo" in imported(fast)
-    assert not imported(fast) & {"hydra", "networkx", "torch", "pipeline.runner"}
+    assert "pipeline.state.memo" in imported(fast)
+    assert not imported(fast) & {"hydra", "networkx", "torch", "pipeline.execution.runner"}
     os.utime(workspace / "dvc_free_lock.yaml")  # a new mtime, the same bytes: still known
     touched = cli("status", python=("-X", "importtime"))
     assert touched.stdout == answers[0] and "hydra" not in imported(touched)
@@ -270,7 +270,9 @@ def test_a_repeated_no_op_answers_from_the_memo_until_something_changes(
         fh.write("# reviewed\n")
     full = cli("status", python=("-X", "importtime"))
     assert full.stdout == answers[0]
-    assert "pipeline.project" in imported(full)  # the memo could not answer: planned afresh
+    assert "pipeline.execution.project" in imported(
+        full
+    )  # the memo could not answer: planned afresh
     assert not imported(full) & {"hydra", "networkx"}  # from the declarations cache
 
 
@@ -292,7 +294,7 @@ def test_run_ends_with_the_metrics_of_what_ran_and_where_the_figures_are(
 ) -> None:
     ran = cli("run", "plot.dpi=50").stdout
     block = ran[ran.index("results:\n") :].splitlines()
-    done = lock.read(workspace / lock.LOCK_NAME).stages
+    done = lock.read(workspace / paths.LOCK_NAME).stages
     # Only plot ran (its config changed), so only its metrics, as the lock records them.
     metrics = done["plot"].metrics
     assert block[1].split() == [
@@ -324,7 +326,7 @@ def test_a_fresh_clone_is_told_to_pull_not_that_its_outputs_are_damaged(
 ) -> None:
     clone = tmp_path / "clone"
     clone.mkdir()
-    (clone / lock.LOCK_NAME).write_bytes((workspace / lock.LOCK_NAME).read_bytes())
+    (clone / paths.LOCK_NAME).write_bytes((workspace / paths.LOCK_NAME).read_bytes())
     cli = make_cli(clone)
     found = json.loads(cli("status", "--json").stdout)["stages"]
     assert found["prepare_data"]["reasons"] == [

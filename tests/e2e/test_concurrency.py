@@ -11,8 +11,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from pipeline import lock
-from pipeline.store import Store
+from pipeline.core import lock, paths
+from pipeline.state.store import Store
 from tests.e2e.support import FAST, Cli, env_for, make_cli
 from tests.e2e.test_crash_safety import assert_valid
 
@@ -50,7 +50,7 @@ def test_a_run_waits_for_a_claimed_stage_and_says_so(tmp_path: Path) -> None:
     source = tmp_path / "first"
     source.mkdir()
     make_cli(source)("run", "prepare_data", "wandb.mode=disabled")
-    fingerprint = lock.read(source / lock.LOCK_NAME).stages["prepare_data"].fingerprint
+    fingerprint = lock.read(source / paths.LOCK_NAME).stages["prepare_data"].fingerprint
 
     for flags in ((), ("--json",)):  # with --json too: stdout is the document, stderr says it
         workspace = tmp_path / f"ws{len(flags)}"
@@ -78,7 +78,7 @@ def test_a_busy_index_is_waited_for_with_a_message_then_given_up(workspace: Path
     holder.execute("BEGIN IMMEDIATE")
     try:
         assert cli("status").returncode == 0  # readers are not blocked by a writer (WAL)
-        before = (workspace / lock.LOCK_NAME).read_bytes()
+        before = (workspace / paths.LOCK_NAME).read_bytes()
         started = time.monotonic()
         result = cli("run", "--force", "plot", *FAST, env={"PIPELINE_INDEX_WAIT": "2"}, check=False)
         waited = time.monotonic() - started
@@ -94,6 +94,6 @@ def test_a_busy_index_is_waited_for_with_a_message_then_given_up(workspace: Path
         "then rerun (wait longer with PIPELINE_INDEX_WAIT=SECONDS)"
     ]
     assert waited >= 2
-    assert (workspace / lock.LOCK_NAME).read_bytes() == before
+    assert (workspace / paths.LOCK_NAME).read_bytes() == before
     assert list((workspace / ".pipeline" / "tmp").iterdir()) == []
     assert cli("run", *FAST, "--json").returncode == 0  # free again: the next run goes on

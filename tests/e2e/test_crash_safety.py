@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import lock
-from pipeline.store import Store
+from pipeline.core import lock, paths
+from pipeline.state.store import Store
 from tests.e2e.crashpoint import look
 from tests.e2e.support import FAST, actions, env_for, make_cli
 
@@ -32,19 +32,23 @@ ARGS = (*FAST, "wandb.mode=disabled")
 # job builds its version folders and hands back a record (`started.json`, `result.json`,
 # each renamed in); the submitting process records them in the index.
 POINTS = [
-    ("pipeline.digest:file_md5", 3, "before"),  # hashing the dataset's files (7 of them)
+    ("pipeline.core.digest:file_md5", 3, "before"),  # hashing the dataset's files (7 of them)
     ("os:link", 3, "after"),  # some objects stored, others not
     ("os:chmod", 5, "before"),  # an object linked in, not yet read-only
     ("os:link", 11, "after"),  # the version folder half built, aside
     ("pathlib:Path.rename", 1, "after"),  # the folder renamed in, the index not told
-    ("pipeline.runner:_record", 1, "before"),  # dataset committed, lock not yet written
+    ("pipeline.execution.runner:_record", 1, "before"),  # dataset committed, lock not yet written
     ("os:fsync", 1, "after"),  # the lock's new text written, not renamed
     ("os:replace", 3, "after"),  # the lock renamed (after the job's two records): prepare_data
     ("stages.train:_epoch", 2, "before"),  # in the middle of training
-    ("pipeline.objects:Files.materialise", 2, "after"),  # model's folder built, not booked
-    ("pipeline.wave:_book", 2, "before"),  # train's job handed its record back, none booked
-    ("pipeline.store:Store.record", 2, "after"),  # the model recorded, its run not ended
-    ("pipeline.runner:_record", 3, "before"),  # evaluation committed, lock not updated
+    ("pipeline.state.objects:Files.materialise", 2, "after"),  # model's folder built, not booked
+    (
+        "pipeline.execution.wave:_book",
+        2,
+        "before",
+    ),  # train's job handed its record back, none booked
+    ("pipeline.state.store:Store.record", 2, "after"),  # the model recorded, its run not ended
+    ("pipeline.execution.runner:_record", 3, "before"),  # evaluation committed, lock not updated
     ("matplotlib.figure:Figure.savefig", 2, "before"),  # plot half drawn
     ("os:link", 26, "after"),  # plot's objects partly stored
     ("os:fsync", 4, "after"),  # the last lock write, not renamed
@@ -76,12 +80,12 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, s
     workspace = tmp_path_factory.mktemp("reference") / "ws"
     workspace.mkdir()
     make_cli(workspace)("run", *ARGS)
-    return _digests(lock.read(workspace / lock.LOCK_NAME))
+    return _digests(lock.read(workspace / paths.LOCK_NAME))
 
 
 def assert_valid(workspace: Path) -> lock.Lock:
     """The lock parses and pins only intact versions; every visible version is complete."""
-    found = lock.read(workspace / lock.LOCK_NAME)
+    found = lock.read(workspace / paths.LOCK_NAME)
     artifacts = workspace / ".pipeline" / "artifacts"
     if artifacts.exists():  # nothing half-built is visible beside the versions
         for folder in artifacts.iterdir():
@@ -175,7 +179,7 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_the_next_run_resumes(
 
 def _add_a_large_sweep(workspace: Path, members: int = 3000) -> str:
     """Give the lock the blocks of a sweep of ``train.lr`` (3000 members: 4.6 MB); its text."""
-    path = workspace / lock.LOCK_NAME
+    path = workspace / paths.LOCK_NAME
     found = lock.read(path)
     train = found.stages["train"]
     stages = dict(found.stages)
@@ -204,16 +208,16 @@ def test_a_kill_inside_the_write_of_a_large_lock_leaves_the_old_lock_whole(
     assert len(old) > 2**20
     # Not renamed yet: the old lock is the only whole one, byte for byte, never a torn one.
     assert json.loads(seen.read_text())["lock"] == old
-    assert (workspace / lock.LOCK_NAME).read_text(encoding="utf-8") == old
+    assert (workspace / paths.LOCK_NAME).read_text(encoding="utf-8") == old
     # The new text is left beside the lock, named after its dead writer, and the store
     # removes it when it is next opened.
-    (left,) = workspace.glob(f"{lock.temp_prefix(lock.LOCK_NAME)}*")
+    (left,) = workspace.glob(f"{lock.temp_prefix(paths.LOCK_NAME)}*")
     assert_valid(workspace)
     assert not left.exists()
 
     make_cli(workspace)(*args)
-    new = (workspace / lock.LOCK_NAME).read_text(encoding="utf-8")
-    assert lock.read(workspace / lock.LOCK_NAME).stages["prepare_data"].config["seed"] == 1
+    new = (workspace / paths.LOCK_NAME).read_text(encoding="utf-8")
+    assert lock.read(workspace / paths.LOCK_NAME).stages["prepare_data"].config["seed"] == 1
     # The blocks before and after prepare_data's (the sweep's among them) are as they were.
     head, tail = old.split("\n  prepare_data:\n")[0], old.split("\n  train:\n")[1]
     assert new.startswith(head) and new.endswith(tail) and new != old
@@ -263,7 +267,7 @@ def _without_plot(workspace: Path) -> str:
 
     `run plot` then reuses every stage and writes back only plot's block, in a second.
     """
-    path = workspace / lock.LOCK_NAME
+    path = workspace / paths.LOCK_NAME
     lock.write(path, lock.read(path).without_stage("plot"))
     return shlex.join([sys.executable, "-m", "pipeline", "run", "plot", "wandb.mode=disabled"])
 
@@ -272,23 +276,23 @@ FORCED = ("run", "prepare_data", "--force", "wandb.mode=disabled")  # rewrites i
 
 
 def test_a_lock_write_keeps_a_block_written_since_the_run_read_the_lock(workspace: Path) -> None:
-    whole = (workspace / lock.LOCK_NAME).read_text(encoding="utf-8")
+    whole = (workspace / paths.LOCK_NAME).read_text(encoding="utf-8")
     other = _without_plot(workspace)
     # This run read the lock without plot at its start; just before it records prepare_data,
     # another process writes plot's block back.
-    point = ("pipeline.runner:_record", "1", "before")
+    point = ("pipeline.execution.runner:_record", "1", "before")
     ran = _crashpoint(workspace, "--run", other, "--survive", *point, *FORCED)
     assert ran.returncode == 0, ran.stderr
-    assert (workspace / lock.LOCK_NAME).read_text(encoding="utf-8") == whole
+    assert (workspace / paths.LOCK_NAME).read_text(encoding="utf-8") == whole
 
 
 def test_a_lock_write_holds_off_another_writer_until_it_is_done(workspace: Path) -> None:
-    whole = (workspace / lock.LOCK_NAME).read_text(encoding="utf-8")
+    whole = (workspace / paths.LOCK_NAME).read_text(encoding="utf-8")
     other = _without_plot(workspace)
     # Between this run's re-read of the lock and its write, another process tries to write
     # plot's block: it must wait for the file lock, then write on top of this run's lock.
-    point = ("pipeline.lock:_write", "1", "before")
+    point = ("pipeline.core.lock:_write", "1", "before")
     ran = _crashpoint(workspace, "--start", other, "--wait", "5", "--survive", *point, *FORCED)
     assert ran.returncode == 0, ran.stderr
     assert "was still running after 5.0 s" in ran.stderr
-    assert (workspace / lock.LOCK_NAME).read_text(encoding="utf-8") == whole
+    assert (workspace / paths.LOCK_NAME).read_text(encoding="utf-8") == whole

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.objects import object_name
+from pipeline.state.objects import object_name
 from tests.e2e.support import FAST, actions, copy_workspace, make_cli, snapshot, status
 from tests.e2e.test_crash_safety import _crashpoint, assert_valid
 
@@ -111,8 +111,8 @@ def test_all_commits_keeps_what_an_older_committed_lock_pins(trained: Path, ran_
 @pytest.mark.parametrize(
     ("target", "nth", "then"),
     [
-        ("pipeline.collect:_forget", 1, "removed 3 versions"),  # the index not yet committed
-        ("pipeline.collect:drop_folder", 2, "removed what an interrupted gc left"),
+        ("pipeline.state.collect:_forget", 1, "removed 3 versions"),  # the index not yet committed
+        ("pipeline.state.collect:drop_folder", 2, "removed what an interrupted gc left"),
     ],
     ids=["in-the-index-transaction", "between-folders"],
 )
@@ -146,8 +146,8 @@ def test_gc_waits_for_a_run_that_has_not_pinned_its_new_version(workspace: Path)
     # Paused after train committed model v1 and before the lock pins it, gc is started.
     gc = f"python -m pipeline gc > {workspace.parent / 'gc.out'}"
     ran = _crashpoint(
-        workspace, "--start", gc, "--wait", "2", "--survive", "pipeline.runner:_record", "2",
-        "before", "run", "train", *SECOND,
+        workspace, "--start", gc, "--wait", "2",
+        "--survive", "pipeline.execution.runner:_record", "2", "before", "run", "train", *SECOND,
     )  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     assert "waiting for `run` or `pull` in this workspace to finish" in ran.stderr

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline import sync
-from pipeline.errors import RemoteError
-from pipeline.store import Store
+from pipeline.core.errors import RemoteError
+from pipeline.execution import sync
+from pipeline.state.store import Store
 from tests.e2e.support import FAST, Cli, make_cli, snapshot
 from tests.wandb_server import WandbServer
 

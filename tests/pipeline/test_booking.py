@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import booking, digest, handback
-from pipeline.digest import file_md5
-from pipeline.lock import HOST
-from pipeline.objects import Files, rehash
-from pipeline.store import Store
+from pipeline.core import digest
+from pipeline.core.digest import file_md5
+from pipeline.core.paths import HOST
+from pipeline.state import booking, handback
+from pipeline.state.objects import Files, rehash
+from pipeline.state.store import Store
 from tests.pipeline.test_store import _stage_output
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import callback
-from pipeline.errors import UsageError
+from pipeline.core.errors import UsageError
+from pipeline.execution import callback, discover
 
 
 def test_the_private_offline_use_call_keeps_its_signature() -> None:
@@ -53,10 +53,10 @@ def test_mode_is_offline_unless_configured(monkeypatch: pytest.MonkeyPatch, tmp_
 def test_stages_come_from_the_package_the_environment_names(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert [s.name for s in callback.stage_specs()][:2] == ["prepare_data", "train"]
-    monkeypatch.setenv(callback.STAGES_ENV, "no_such_package_here")
+    assert [s.name for s in discover.stage_specs()][:2] == ["prepare_data", "train"]
+    monkeypatch.setenv(discover.STAGES_ENV, "no_such_package_here")
     with pytest.raises(UsageError, match=r"`PIPELINE_STAGES=no_such_package_here`: no such"):
-        callback.stage_specs()
-    monkeypatch.setenv(callback.STAGES_ENV, "json")
+        discover.stage_specs()
+    monkeypatch.setenv(discover.STAGES_ENV, "json")
     with pytest.raises(UsageError, match=r"package `json` defines no STAGES"):
-        callback.stage_specs()
+        discover.stage_specs()

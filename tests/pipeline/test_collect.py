@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import lock
-from pipeline.collect import Garbage, human, referenced, summary, unpinned
+from pipeline.core import lock
+from pipeline.state.collect import Garbage, human, referenced, summary, unpinned
 
 
 def _lock(model: str, digest: str) -> lock.Lock:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import stages
-from pipeline import compose
-from pipeline.errors import ConfigError, UsageError
+from pipeline.core.errors import ConfigError, UsageError
+from pipeline.execution import compose
 
 NAMES = ["prepare_data", "train", "evaluate", "plot"]
 

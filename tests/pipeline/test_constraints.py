@@ -8,8 +8,8 @@ import pytest
 from pydantic import Field
 
 import stages
-from pipeline import compose, constraints
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
+from pipeline.execution import compose, constraints
 from pipeline.spec import StageSpec
 
 if TYPE_CHECKING:

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline import declared
-from pipeline.memo import STORE_DIR
+from pipeline.core.paths import STORE_DIR
 from pipeline.spec import Output
+from pipeline.state import declared
 
 TASK = """
 from pipeline.spec import StageSpec

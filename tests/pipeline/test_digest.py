@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline import digest
+from pipeline.core import digest
 
 
 def _folder(root: Path, files: dict[str, bytes]) -> dict[str, str]:

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from pipeline import experiments
-from pipeline.errors import UsageError
-from pipeline.lock import InputPin, Lock, OutputPin, StageLock
+from pipeline.core import experiments
+from pipeline.core.errors import UsageError
+from pipeline.core.lock import InputPin, Lock, OutputPin, StageLock
 
 D = "0" * 32
 

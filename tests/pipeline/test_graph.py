@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import graph
-from pipeline.errors import GraphError, UsageError
+from pipeline.core import graph
+from pipeline.core.errors import GraphError, UsageError
 
 DEFAULT = {
     "prepare_data": ((), ("dataset",)),

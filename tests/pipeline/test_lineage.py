@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import lineage
-from pipeline.errors import UsageError
-from pipeline.lock import InputPin, Lock, OutputPin, StageLock
+from pipeline.core.errors import UsageError
+from pipeline.core.lock import InputPin, Lock, OutputPin, StageLock
+from pipeline.state import lineage
 
 D = "0" * 32
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline import lock
-from pipeline.errors import LockError
+from pipeline.core import lock, paths
+from pipeline.core.errors import LockError
 
 names = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1, max_size=12)
 scalars = (
@@ -80,7 +80,7 @@ def _sample() -> lock.Lock:
 
 
 def test_write_only_when_changed(tmp_path: Path) -> None:
-    path = tmp_path / lock.LOCK_NAME
+    path = tmp_path / paths.LOCK_NAME
     assert lock.write(path, _sample()) is True
     assert lock.write(path, _sample()) is False
     assert lock.read(path) == _sample()
@@ -140,7 +140,7 @@ def test_names_and_versions_that_could_leave_the_store_are_refused(field: str, v
 def test_an_unchanged_lock_loads_from_its_cache_and_a_changed_one_does_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path, cache = tmp_path / lock.LOCK_NAME, tmp_path / "cache" / "lock.json"
+    path, cache = tmp_path / paths.LOCK_NAME, tmp_path / "cache" / "lock.json"
     lock.write(path, _sample(), cache)
     parsed: list[str] = []
     real = lock.loads
@@ -150,13 +150,13 @@ def test_an_unchanged_lock_loads_from_its_cache_and_a_changed_one_does_not(
     edited = path.read_text().replace("size: 1234", "size: 13")
     path.write_text(edited)
     assert lock.read(path, cache).stages["train"].outputs["model"].size == 13
-    assert parsed == [lock.LOCK_NAME]  # the text changed: parsed, then cached again
+    assert parsed == [paths.LOCK_NAME]  # the text changed: parsed, then cached again
     assert lock.read(path, cache).stages["train"].outputs["model"].size == 13
-    assert parsed == [lock.LOCK_NAME]
+    assert parsed == [paths.LOCK_NAME]
 
 
 def test_update_keeps_every_other_block_as_the_yaml_has_it(tmp_path: Path) -> None:
-    path, cache = tmp_path / lock.LOCK_NAME, tmp_path / "lock.json"
+    path, cache = tmp_path / paths.LOCK_NAME, tmp_path / "lock.json"
     a, b = lock.StageLock("fa", "d", {}, {"lr": 1}), lock.StageLock("fb", "d", {}, {"x": 2})
     lock.write(path, lock.Lock({"a": a, "b": b}), cache)
     saved = json.loads(cache.read_text())
@@ -170,7 +170,7 @@ def test_update_keeps_every_other_block_as_the_yaml_has_it(tmp_path: Path) -> No
 
 
 def test_a_cached_parse_that_fails_the_checks_is_ignored(tmp_path: Path) -> None:
-    path, cache = tmp_path / lock.LOCK_NAME, tmp_path / "lock.json"
+    path, cache = tmp_path / paths.LOCK_NAME, tmp_path / "lock.json"
     pin = lock.OutputPin("model", "model", "v0", "d", 1, 1)
     good = lock.Lock({"a": lock.StageLock("fa", "d", {}, {}, outputs={"model": pin})})
     lock.write(path, good, cache)
@@ -201,7 +201,7 @@ def test_a_big_lock_the_cache_lacks_is_read_block_by_block(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(lock, "BY_BLOCK", 0)  # every lock counts as big
-    path, cache = tmp_path / lock.LOCK_NAME, tmp_path / "lock.json"
+    path, cache = tmp_path / paths.LOCK_NAME, tmp_path / "lock.json"
     sweep = _sweep_lock(30)
     lock.write(path, sweep)  # written without the cache: as `git checkout` leaves it
     whole: list[str] = []
@@ -221,14 +221,14 @@ def test_a_broken_block_is_reported_with_its_line_when_it_is_needed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(lock, "BY_BLOCK", 0)
-    path, cache = tmp_path / lock.LOCK_NAME, tmp_path / "lock.json"
+    path, cache = tmp_path / paths.LOCK_NAME, tmp_path / "lock.json"
     lock.write(path, _sweep_lock(3))
     head, _, tail = path.read_text().partition("  train[train.lr=0,train.seed=0]:\n")
     tail = tail.replace("      val_accuracy: 0.98\n", "      val_accuracy: [0.98\n", 1)
     path.write_text(f"{head}  train[train.lr=0,train.seed=0]:\n{tail}")
     found = lock.read(path, cache)
     assert found.stages["train[train.lr=2,train.seed=0]"].metrics == {"val_accuracy": 0.98}
-    with pytest.raises(LockError, match=rf"`{lock.LOCK_NAME}:\d+` is not valid YAML"):
+    with pytest.raises(LockError, match=rf"`{paths.LOCK_NAME}:\d+` is not valid YAML"):
         found.stages["train[train.lr=0,train.seed=0]"]
 
 
@@ -244,7 +244,7 @@ def test_a_lock_not_in_the_written_layout_is_parsed_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit
 ) -> None:
     monkeypatch.setattr(lock, "BY_BLOCK", 0)
-    path = tmp_path / lock.LOCK_NAME
+    path = tmp_path / paths.LOCK_NAME
     lock.write(path, _sweep_lock(3))
     path.write_text(edit(path.read_text()))
     try:
@@ -257,7 +257,7 @@ def test_a_lock_not_in_the_written_layout_is_parsed_whole(
 
 
 def test_the_lock_gets_the_permissions_a_new_file_gets_or_keeps_its_own(tmp_path: Path) -> None:
-    path = tmp_path / lock.LOCK_NAME
+    path = tmp_path / paths.LOCK_NAME
     umask = os.umask(0o022)
     try:
         lock.write(path, _sample())
@@ -274,7 +274,7 @@ def test_the_new_text_is_synced_under_another_name_then_renamed_over_the_lock(
 ) -> None:
     # A kill cannot tell a synced file from one in the page cache (a power cut can): the
     # order of the calls is what shows that the rename never comes before the data is down.
-    path = tmp_path / lock.LOCK_NAME
+    path = tmp_path / paths.LOCK_NAME
     lock.write(path, _sample().without_stage("train"))
     old, new = path.read_text(), lock.dumps(_sample())
     calls: list[tuple[str, ...]] = []

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from pipeline import memo
+from pipeline.state import memo
 
 
 def _old(path: Path, text: str) -> Path:

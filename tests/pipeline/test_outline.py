@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from pipeline import outline
+from pipeline.core import outline
 
 STAGE = '''
 from hydra_zen import builds

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from pipeline import digest, graph
-from pipeline.errors import StoreError, UsageError
-from pipeline.lock import InputPin, Lock, OutputPin, StageLock
-from pipeline.plan import CachedRun, Options, StageState, Step, plan
+from pipeline.core import digest, graph
+from pipeline.core.errors import StoreError, UsageError
+from pipeline.core.lock import InputPin, Lock, OutputPin, StageLock
+from pipeline.core.plan import CachedRun, Options, StageState, Step, plan
 
 G = graph.from_mapping(
     {

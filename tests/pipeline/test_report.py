@@ -13,7 +13,7 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-from pipeline.report import CSP, crossings, layers, render_html
+from pipeline.cli.report import CSP, crossings, layers, render_html
 from tests.browser import needs_chromium, render, screenshot
 
 

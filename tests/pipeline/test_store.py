@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import digest
-from pipeline.digest import file_md5, manifest_digest
-from pipeline.errors import StoreError
-from pipeline.lock import InputPin
-from pipeline.store import Store
+from pipeline.core import digest
+from pipeline.core.digest import file_md5, manifest_digest
+from pipeline.core.errors import StoreError
+from pipeline.core.lock import InputPin
+from pipeline.state.store import Store
 
 
 @pytest.fixture

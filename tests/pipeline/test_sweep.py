@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline import graph
-from pipeline.sweep import Member, expand, slot_label
+from pipeline.core import graph
+from pipeline.core.sweep import Member, expand, slot_label
 
 G = graph.from_mapping(
     {

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import sync, wandb_file
-from pipeline.errors import PipelineError
-from pipeline.lock import InputPin, OutputPin
-from pipeline.store import Store
+from pipeline.core.errors import PipelineError
+from pipeline.core.lock import InputPin, OutputPin
+from pipeline.execution import sync, wandb_file
+from pipeline.state.store import Store
 
 
 def _run(
