@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.core import graph, lock, paths
+from pipeline.core import graph, lock, lockfile, paths
 from pipeline.core.paths import lock_cache
 from pipeline.execution import discover
 from pipeline.execution.project import open_project
@@ -38,7 +38,7 @@ def plan_seconds(lrs: int, seeds: int) -> dict[str, float]:
 
 def synthetic_lock(source: Path, lrs: int, seeds: int) -> lock.Lock:
     """The lock a finished `lrs * seeds` sweep leaves, from the real blocks in ``source``."""
-    real = lock.read(source).stages
+    real = lockfile.read(source).stages
     stages = {"prepare_data": real["prepare_data"]}
     lr_values, seed_values = sweep_overrides(lrs, seeds)
     for lr in lr_values.split("=")[1].split(","):
@@ -68,10 +68,10 @@ def lock_seconds(source: Path, lrs: int, seeds: int, rounds: int = 3) -> dict[st
     text = lock.dumps(found)
     target.write_text(text, encoding="utf-8")
     result: dict[str, float] = {"blocks": len(found.stages), "bytes": len(text)}
-    result["yaml"] = _median_seconds(lambda: lock.read(target), rounds)
+    result["yaml"] = _median_seconds(lambda: lockfile.read(target), rounds)
     path = lock_cache(Path.cwd())  # the runner's read: the parsed lock kept as JSON
-    lock.read(target, cache=path)  # the write of the lock leaves it so
-    result["cached"] = _median_seconds(lambda: lock.read(target, cache=path), rounds)
+    lockfile.read(target, cache=path)  # the write of the lock leaves it so
+    result["cached"] = _median_seconds(lambda: lockfile.read(target, cache=path), rounds)
     result["median"] = result["cached"]
     return result
 
@@ -79,15 +79,15 @@ def lock_seconds(source: Path, lrs: int, seeds: int, rounds: int = 3) -> dict[st
 if __name__ == "__main__":
     mode, *numbers = sys.argv[1:]
     if mode == "read":  # once, to be profiled
-        sys.exit(not lock.read(Path(numbers[0])).stages)
+        sys.exit(not lockfile.read(Path(numbers[0])).stages)
     lrs, seeds = int(numbers[0]), int(numbers[1])
     if mode == "plan":
         print(json.dumps(plan_seconds(lrs, seeds)))
     elif mode == "sweep-lock":  # the workspace's lock, with a finished sweep's blocks added
         here = Path(paths.LOCK_NAME)
         found = synthetic_lock(here, lrs, seeds)
-        lock.write(
-            here, lock.Lock({**found.stages, **lock.read(here).stages}), lock_cache(Path.cwd())
+        lockfile.write(
+            here, lock.Lock({**found.stages, **lockfile.read(here).stages}), lock_cache(Path.cwd())
         )
     else:
         print(json.dumps(lock_seconds(Path(numbers[2]), lrs, seeds)))

@@ -41,7 +41,7 @@ def sweep(settings: Settings) -> Result:
             args = ["pipeline", "run", "--dry-run", "-m", *sweep_overrides(*small)]
             title = f"{result.title} (profiled at {small[0] * small[1]} members)"
             h.profile(args, folder, env, settings.profiles / f"{result.name}.txt", title)
-            title = f"{result.title}: `pipeline.core.lock.read` of {found['blocks']} blocks"
+            title = f"{result.title}: `pipeline.core.lockfile.read` of {found['blocks']} blocks"
             args = ["bench.inproc", "read", "sweep_lock.yaml"]
             h.profile(args, folder, env, settings.profiles / f"{result.name}_lock.txt", title)
     finally:

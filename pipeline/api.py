@@ -7,6 +7,7 @@ from pathlib import Path
 import networkx as nx
 
 from pipeline.core import lock as _lock
+from pipeline.core import lockfile
 from pipeline.core.errors import UsageError, did_you_mean
 from pipeline.core.paths import LOCK_NAME
 from pipeline.state import lineage as _lineage
@@ -31,7 +32,7 @@ def artifact(ref: str, workspace: str | Path = ".") -> Path:
 
 def lock_entry(stage: str, workspace: str | Path = ".") -> _lock.StageLock:
     """A stage's block in the workspace's `dvc_free_lock.yaml`."""
-    pinned = _lock.read(Path(workspace) / LOCK_NAME).stages
+    pinned = lockfile.read(Path(workspace) / LOCK_NAME).stages
     if stage not in pinned:
         raise UsageError(f"the lock pins no stage `{stage}`{did_you_mean(stage, pinned)}")
     return pinned[stage]

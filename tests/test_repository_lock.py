@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import stages
-from pipeline.core import digest, lock, paths
+from pipeline.core import digest, lockfile, paths
 from pipeline.execution import compose
 from pipeline.execution.project import code_root
 from pipeline.spec import StageSpec
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize("spec", stages.STAGES, ids=lambda s: s.name)
 def test_the_committed_lock_matches_the_code_and_default_config(spec: StageSpec) -> None:
-    entry = lock.read(ROOT / paths.LOCK_NAME).stages[spec.name]
+    entry = lockfile.read(ROOT / paths.LOCK_NAME).stages[spec.name]
     compose.register(stages.STAGES)
     config = compose.compose(spec, []).config
     code = digest.code_files(code_root(spec), [spec.module])

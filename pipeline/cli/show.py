@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.core import lock, paths
+from pipeline.core import lock, lockfile, paths
 from pipeline.core.errors import LockError, UsageError
 
 if TYPE_CHECKING:  # networkx costs 0.2 s to import: only commands that need it load it
@@ -174,7 +174,7 @@ def _read_lock(ref: str, workspace: Path) -> lock.Lock:
     """A lock from a file, or from a git revision of the workspace's lock."""
     path = Path(ref)
     if path.is_file():
-        return lock.read(path)
+        return lockfile.read(path)
     top = subprocess.run(
         ["git", "rev-parse", "--show-toplevel"],
         cwd=workspace,
@@ -208,7 +208,7 @@ def _lock(args: argparse.Namespace) -> int:
     new = (
         _read_lock(args.new, args.workspace)
         if args.new
-        else lock.read(args.workspace / paths.LOCK_NAME)
+        else lockfile.read(args.workspace / paths.LOCK_NAME)
     )
     changes = diff(old, new)
     if args.json:
@@ -229,7 +229,7 @@ def _verify(workspace: Path) -> int:
     from pipeline.core.sweep import stage_of  # networkx: only for the commands that need it
     from pipeline.state.store import Store
 
-    pinned = lock.read(workspace / paths.LOCK_NAME)
+    pinned = lockfile.read(workspace / paths.LOCK_NAME)
     if not pinned.stages:
         raise LockError(f"`{workspace / paths.LOCK_NAME}` pins nothing to verify")
     store = Store(workspace)
@@ -283,7 +283,9 @@ def _runs(args: argparse.Namespace) -> int:
     if args.all:
         rows = experiments.from_index(records)
     else:
-        rows = experiments.from_lock(lock.read(path) if path.is_file() else lock.Lock(), records)
+        rows = experiments.from_lock(
+            lockfile.read(path) if path.is_file() else lock.Lock(), records
+        )
     rows = experiments.sort(experiments.select(rows, args.stage), args.sort, args.ascending)
     if args.json:
         print(experiments.as_json(rows), end="")

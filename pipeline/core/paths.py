@@ -47,7 +47,7 @@ def memo_dir(store: Path) -> Path:
 
 
 def lock_cache(workspace: Path) -> Path:
-    """The parsed lock, kept beside the store (see `pipeline.core.lock.read`)."""
+    """The parsed lock, kept beside the store (see `pipeline.core.lockfile.read`)."""
     return store_dir(workspace) / "lock.json"
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.core import graph, lock
+from pipeline.core import graph, lockfile
 from pipeline.core.digest import code_files
 from pipeline.core.errors import ConfigError, UsageError
 from pipeline.core.lock import Lock
@@ -151,7 +151,7 @@ def load(
     }:
         caches.dag = graph.build(nodes)
     dag = caches.dag
-    current, keep_lock = lock.read_later(workspace / LOCK_NAME, lock_cache(workspace))
+    current, keep_lock = lockfile.read_later(workspace / LOCK_NAME, lock_cache(workspace))
     full = [spec for spec in specs_by_name.values() if isinstance(spec, StageSpec)]
     if len(full) == len(specs_by_name):
         from pipeline.execution import callback

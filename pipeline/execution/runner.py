@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from filelock import FileLock, Timeout
 
-from pipeline.core import lock
+from pipeline.core import lockfile
 from pipeline.core.errors import NotReproduced
 from pipeline.core.lock import InputPin, StageLock
 from pipeline.core.paths import lock_cache, locks_dir
@@ -178,6 +178,6 @@ def _record(project: Project, step: Step) -> None:
     )
     # Read again under a file lock: another process may have recorded other stages.
     with FileLock(locks_dir(project.store.root) / "lockfile.lock"):
-        project.lock = lock.update(
+        project.lock = lockfile.update(
             project.lock_path, step.stage, entry, lock_cache(project.workspace)
         )

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.core import lock
+from pipeline.core import lock, lockfile
 from pipeline.core.errors import StoreError, UsageError
 from pipeline.core.paths import LOCK_NAME, STORE_DIR, locks_dir
 from pipeline.state.objects import CHECKPOINTS, object_name
@@ -134,7 +134,7 @@ def locks(workspace: Path, all_commits: bool) -> tuple[list[lock.Lock], int]:
             f"`{path}` does not exist: `gc` keeps what the lock pins, so it would remove "
             "every version; run `python -m pipeline run` (or check out the lock) first"
         )
-    found = [lock.read(path)]
+    found = [lockfile.read(path)]
     if not all_commits:
         return found, 0
     top = _git(workspace, "rev-parse", "--show-toplevel")

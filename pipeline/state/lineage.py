@@ -8,7 +8,8 @@ from typing import Any
 import networkx as nx
 
 from pipeline.core.errors import UsageError, did_you_mean
-from pipeline.core.lock import InputPin, Lock, read
+from pipeline.core.lock import InputPin, Lock
+from pipeline.core.lockfile import read
 from pipeline.core.paths import LOCK_NAME
 from pipeline.state.store import Store
 

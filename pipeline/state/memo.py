@@ -22,7 +22,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,12 @@ def _path(store: Path, command: Sequence[str]) -> Path:
     ]
     name = hashlib.sha256(json.dumps(context).encode()).hexdigest()[:32]
     return memo_dir(store) / f"{name}.json"
+
+
+def command_key(options: Mapping[str, Any]) -> list[str]:
+    """A command as the memo knows it: every option but the workspace and the start time."""
+    kept = {k: v for k, v in options.items() if k not in ("workspace", "started_ns")}
+    return [json.dumps(kept, default=str)]
 
 
 def libraries(names: Iterable[str]) -> list[list[Any]]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from pipeline.core import lock, paths
+from pipeline.core import lockfile, paths
 from pipeline.core.errors import StoreError, VersionTaken
 from pipeline.core.lock import InputPin, OutputPin
 from pipeline.core.paths import STORE_DIR
@@ -115,9 +115,9 @@ class Store:
         That is their folders in `tmp/`, and a lock's new text not yet renamed over it
         (`.dvc_free_lock.yaml.HOST-PID-XXXX`, beside the lock).
         """
-        lock_temps = self.root.parent.glob(f"{lock.temp_prefix(paths.LOCK_NAME)}*")
+        lock_temps = self.root.parent.glob(f"{lockfile.temp_prefix(paths.LOCK_NAME)}*")
         for entry in [*(self.root / "tmp").iterdir(), *lock_temps]:
-            if not owner_alive(entry.name.removeprefix(lock.temp_prefix(paths.LOCK_NAME))):
+            if not owner_alive(entry.name.removeprefix(lockfile.temp_prefix(paths.LOCK_NAME))):
                 remove(entry)
 
     def close(self) -> None:

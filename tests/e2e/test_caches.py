@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import stages
-from pipeline.core import lock, paths
+from pipeline.core import lockfile, paths
 from tests.e2e.support import FAST, Cli, make_cli, status
 
 CACHE = Path(".pipeline/lock.json")
@@ -44,7 +44,7 @@ def test_a_copied_workspace_answers_from_its_own_files(
     in_copy("run", "train", "train.epochs=1")
     found = json.loads(in_copy("status", "--json").stdout)["stages"]
     assert found["train"]["state"] == "fresh"
-    assert lock.read(copy / paths.LOCK_NAME).stages["train"].outputs["model"].version == "v1"
+    assert lockfile.read(copy / paths.LOCK_NAME).stages["train"].outputs["model"].version == "v1"
     assert "(model v1)" in in_copy("status").stdout
     (copy / paths.LOCK_NAME).unlink()
     assert status(in_copy)["train"]["state"] == "never-ran"
@@ -97,10 +97,10 @@ def test_a_value_planted_in_the_parsed_lock_never_reaches_the_lock_file(
     cli: Cli, workspace: Path
 ) -> None:
     cli("status")
-    before = lock.read(workspace / paths.LOCK_NAME).stages["evaluate"]
+    before = lockfile.read(workspace / paths.LOCK_NAME).stages["evaluate"]
     _plant(workspace, lambda doc: doc["stages"]["evaluate"]["metrics"].update(accuracy=1.0))
     cli("run", "train", "--force", *FAST)
-    after = lock.read(workspace / paths.LOCK_NAME).stages["evaluate"]
+    after = lockfile.read(workspace / paths.LOCK_NAME).stages["evaluate"]
     assert after == before
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.core import lock, paths
+from pipeline.core import lockfile, paths
 from tests.e2e.support import FAST, TRAIN_FAILS, Cli, actions, make_cli, status
 
 ALL = ("prepare_data", "train", "evaluate", "plot")
@@ -294,7 +294,7 @@ def test_run_ends_with_the_metrics_of_what_ran_and_where_the_figures_are(
 ) -> None:
     ran = cli("run", "plot.dpi=50").stdout
     block = ran[ran.index("results:\n") :].splitlines()
-    done = lock.read(workspace / paths.LOCK_NAME).stages
+    done = lockfile.read(workspace / paths.LOCK_NAME).stages
     # Only plot ran (its config changed), so only its metrics, as the lock records them.
     metrics = done["plot"].metrics
     assert block[1].split() == [

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from pipeline.core import lock, paths
+from pipeline.core import lockfile, paths
 from pipeline.state.store import Store
 from tests.e2e.support import FAST, Cli, env_for, make_cli
 from tests.e2e.test_crash_safety import assert_valid
@@ -50,7 +50,7 @@ def test_a_run_waits_for_a_claimed_stage_and_says_so(tmp_path: Path) -> None:
     source = tmp_path / "first"
     source.mkdir()
     make_cli(source)("run", "prepare_data", "wandb.mode=disabled")
-    fingerprint = lock.read(source / paths.LOCK_NAME).stages["prepare_data"].fingerprint
+    fingerprint = lockfile.read(source / paths.LOCK_NAME).stages["prepare_data"].fingerprint
 
     for flags in ((), ("--json",)):  # with --json too: stdout is the document, stderr says it
         workspace = tmp_path / f"ws{len(flags)}"

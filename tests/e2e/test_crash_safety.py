@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core import lock, paths
+from pipeline.core import lock, lockfile, paths
 from pipeline.state.store import Store
 from tests.e2e.crashpoint import look
 from tests.e2e.support import FAST, actions, env_for, make_cli
@@ -80,12 +80,12 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, s
     workspace = tmp_path_factory.mktemp("reference") / "ws"
     workspace.mkdir()
     make_cli(workspace)("run", *ARGS)
-    return _digests(lock.read(workspace / paths.LOCK_NAME))
+    return _digests(lockfile.read(workspace / paths.LOCK_NAME))
 
 
 def assert_valid(workspace: Path) -> lock.Lock:
     """The lock parses and pins only intact versions; every visible version is complete."""
-    found = lock.read(workspace / paths.LOCK_NAME)
+    found = lockfile.read(workspace / paths.LOCK_NAME)
     artifacts = workspace / ".pipeline" / "artifacts"
     if artifacts.exists():  # nothing half-built is visible beside the versions
         for folder in artifacts.iterdir():
@@ -180,7 +180,7 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_the_next_run_resumes(
 def _add_a_large_sweep(workspace: Path, members: int = 3000) -> str:
     """Give the lock the blocks of a sweep of ``train.lr`` (3000 members: 4.6 MB); its text."""
     path = workspace / paths.LOCK_NAME
-    found = lock.read(path)
+    found = lockfile.read(path)
     train = found.stages["train"]
     stages = dict(found.stages)
     for i in range(1, members + 1):
@@ -190,7 +190,7 @@ def _add_a_large_sweep(workspace: Path, members: int = 3000) -> str:
             config={**train.config, "lr": float(lr)},
             overrides=(*train.overrides, f"lr={lr}"),
         )
-    lock.write(path, lock.Lock(stages))
+    lockfile.write(path, lock.Lock(stages))
     return path.read_text(encoding="utf-8")
 
 
@@ -211,13 +211,13 @@ def test_a_kill_inside_the_write_of_a_large_lock_leaves_the_old_lock_whole(
     assert (workspace / paths.LOCK_NAME).read_text(encoding="utf-8") == old
     # The new text is left beside the lock, named after its dead writer, and the store
     # removes it when it is next opened.
-    (left,) = workspace.glob(f"{lock.temp_prefix(paths.LOCK_NAME)}*")
+    (left,) = workspace.glob(f"{lockfile.temp_prefix(paths.LOCK_NAME)}*")
     assert_valid(workspace)
     assert not left.exists()
 
     make_cli(workspace)(*args)
     new = (workspace / paths.LOCK_NAME).read_text(encoding="utf-8")
-    assert lock.read(workspace / paths.LOCK_NAME).stages["prepare_data"].config["seed"] == 1
+    assert lockfile.read(workspace / paths.LOCK_NAME).stages["prepare_data"].config["seed"] == 1
     # The blocks before and after prepare_data's (the sweep's among them) are as they were.
     head, tail = old.split("\n  prepare_data:\n")[0], old.split("\n  train:\n")[1]
     assert new.startswith(head) and new.endswith(tail) and new != old
@@ -268,7 +268,7 @@ def _without_plot(workspace: Path) -> str:
     `run plot` then reuses every stage and writes back only plot's block, in a second.
     """
     path = workspace / paths.LOCK_NAME
-    lock.write(path, lock.read(path).without_stage("plot"))
+    lockfile.write(path, lockfile.read(path).without_stage("plot"))
     return shlex.join([sys.executable, "-m", "pipeline", "run", "plot", "wandb.mode=disabled"])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.core import lock, paths
+from pipeline.core import lockfile, paths
 from tests.e2e.support import FAST, Cli, make_cli, status
 
 STATE = Path(".pipeline/artifacts/model/v0/state_dict.pt")
@@ -24,7 +24,7 @@ def _flip_a_byte(path: Path, keep_mtime: bool = False) -> None:
 def test_a_flipped_byte_is_seen_and_rebuilt_by_rerunning_its_stage(
     cli: Cli, workspace: Path
 ) -> None:
-    digest = lock.read(workspace / paths.LOCK_NAME).stages["train"].outputs["model"].digest
+    digest = lockfile.read(workspace / paths.LOCK_NAME).stages["train"].outputs["model"].digest
     _flip_a_byte(workspace / STATE)
     found = status(cli)
     assert found["train"]["state"] == "stale"
@@ -43,7 +43,9 @@ def test_a_flipped_byte_is_seen_and_rebuilt_by_rerunning_its_stage(
     # bits repair the version in place.
     rebuilt = cli("run", *FAST)
     assert "train: run (output model v0 is not intact" in rebuilt.stdout
-    assert lock.read(workspace / paths.LOCK_NAME).stages["train"].outputs["model"].digest == digest
+    assert (
+        lockfile.read(workspace / paths.LOCK_NAME).stages["train"].outputs["model"].digest == digest
+    )
     assert cli("lock", "verify").returncode == 0
     assert all(s["state"] == "fresh" for s in status(cli).values())
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core import lock, paths
+from pipeline.core import lock, lockfile, paths
 from tests.e2e.support import env_for, make_cli
 from tests.wandb_server import WandbServer
 
@@ -73,7 +73,7 @@ class Workspace:
         return lambda *args: plain(*args, env=self.server.env())
 
     def pins(self, stage: str) -> lock.StageLock:
-        return lock.read(self.folder / paths.LOCK_NAME).stages[stage]
+        return lockfile.read(self.folder / paths.LOCK_NAME).stages[stage]
 
 
 def _check(ws: Workspace, args: list[str], comment: str) -> None:
@@ -124,12 +124,12 @@ def _check(ws: Workspace, args: list[str], comment: str) -> None:
         pulled = clone("pull")
         assert re.search(r"pulled (\d+) of \1 versions the lock pins", pulled.stdout), pulled
         states = json.loads(clone("status", "--json").stdout)["stages"]
-        pinned = lock.read(ws.folder / paths.LOCK_NAME).stages
+        pinned = lockfile.read(ws.folder / paths.LOCK_NAME).stages
         assert {states[stage]["state"] for stage in pinned} == {"fresh"}, states
     elif key == "run --pull":  # a teammate's clone reuses what ran on W&B
         teammate = ws.clone("teammate")
         reused = teammate("run", "--pull")
-        pinned = lock.read(ws.folder / paths.LOCK_NAME).stages
+        pinned = lockfile.read(ws.folder / paths.LOCK_NAME).stages
         assert not _ran(reused) & set(pinned), reused.stdout  # only plot, which never ran
         for stage in pinned:
             assert "same fingerprint ran on W&B" in _lines(reused, stage)[0], reused.stdout

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.core import lock, paths
+from pipeline.core import lock, lockfile, paths
 from pipeline.core.errors import LockError
 
 names = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1, max_size=12)
@@ -81,15 +81,15 @@ def _sample() -> lock.Lock:
 
 def test_write_only_when_changed(tmp_path: Path) -> None:
     path = tmp_path / paths.LOCK_NAME
-    assert lock.write(path, _sample()) is True
-    assert lock.write(path, _sample()) is False
-    assert lock.read(path) == _sample()
-    assert lock.write(path, _sample().without_stage("train")) is True
+    assert lockfile.write(path, _sample()) is True
+    assert lockfile.write(path, _sample()) is False
+    assert lockfile.read(path) == _sample()
+    assert lockfile.write(path, _sample().without_stage("train")) is True
     assert list(tmp_path.iterdir()) == [path]
 
 
 def test_missing_or_empty_lock_is_empty(tmp_path: Path) -> None:
-    assert lock.read(tmp_path / "absent.yaml") == lock.Lock()
+    assert lockfile.read(tmp_path / "absent.yaml") == lock.Lock()
     assert lock.loads("") == lock.Lock()
 
 
@@ -141,52 +141,52 @@ def test_an_unchanged_lock_loads_from_its_cache_and_a_changed_one_does_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, cache = tmp_path / paths.LOCK_NAME, tmp_path / "cache" / "lock.json"
-    lock.write(path, _sample(), cache)
+    lockfile.write(path, _sample(), cache)
     parsed: list[str] = []
     real = lock.loads
     monkeypatch.setattr(lock, "loads", lambda text, source="": parsed.append(source) or real(text))
-    assert lock.read(path, cache) == _sample()
+    assert lockfile.read(path, cache) == _sample()
     assert parsed == []  # from the cache
     edited = path.read_text().replace("size: 1234", "size: 13")
     path.write_text(edited)
-    assert lock.read(path, cache).stages["train"].outputs["model"].size == 13
+    assert lockfile.read(path, cache).stages["train"].outputs["model"].size == 13
     assert parsed == [paths.LOCK_NAME]  # the text changed: parsed, then cached again
-    assert lock.read(path, cache).stages["train"].outputs["model"].size == 13
+    assert lockfile.read(path, cache).stages["train"].outputs["model"].size == 13
     assert parsed == [paths.LOCK_NAME]
 
 
 def test_update_keeps_every_other_block_as_the_yaml_has_it(tmp_path: Path) -> None:
     path, cache = tmp_path / paths.LOCK_NAME, tmp_path / "lock.json"
     a, b = lock.StageLock("fa", "d", {}, {"lr": 1}), lock.StageLock("fb", "d", {}, {"x": 2})
-    lock.write(path, lock.Lock({"a": a, "b": b}), cache)
+    lockfile.write(path, lock.Lock({"a": a, "b": b}), cache)
     saved = json.loads(cache.read_text())
     block = json.loads(saved["blocks"]["b"])
     block["config"]["x"] = 99  # planted: passes every shape check
     saved["blocks"]["b"] = json.dumps(block)
     cache.write_text(json.dumps(saved))
     new_a = lock.StageLock("fa2", "d", {}, {"lr": 3})
-    written = lock.update(path, "a", new_a, cache)
-    assert written == lock.Lock({"a": new_a, "b": b}) == lock.read(path)
+    written = lockfile.update(path, "a", new_a, cache)
+    assert written == lock.Lock({"a": new_a, "b": b}) == lockfile.read(path)
 
 
 def test_a_cached_parse_that_fails_the_checks_is_ignored(tmp_path: Path) -> None:
     path, cache = tmp_path / paths.LOCK_NAME, tmp_path / "lock.json"
     pin = lock.OutputPin("model", "model", "v0", "d", 1, 1)
     good = lock.Lock({"a": lock.StageLock("fa", "d", {}, {}, outputs={"model": pin})})
-    lock.write(path, good, cache)
+    lockfile.write(path, good, cache)
     saved = json.loads(cache.read_text())
     block = json.loads(saved["blocks"]["a"])
     for bad in ("../../etc", 5, None):
         block["outputs"]["model"]["name"] = bad
         saved["blocks"]["a"] = json.dumps(block)
         cache.write_text(json.dumps(saved))
-        assert lock.read(path, cache) == good
+        assert lockfile.read(path, cache) == good
     for planted in ("{", "[1]", "not json"):
         saved["blocks"]["a"] = planted
         cache.write_text(json.dumps(saved))
-        assert lock.read(path, cache) == good
+        assert lockfile.read(path, cache) == good
     cache.write_text('{"md5": 1, "lock": []}')
-    assert lock.read(path, cache) == good
+    assert lockfile.read(path, cache) == good
 
 
 def _sweep_lock(members: int) -> lock.Lock:
@@ -200,14 +200,14 @@ def _sweep_lock(members: int) -> lock.Lock:
 def test_a_big_lock_the_cache_lacks_is_read_block_by_block(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lock, "BY_BLOCK", 0)  # every lock counts as big
+    monkeypatch.setattr(lockfile, "BY_BLOCK", 0)  # every lock counts as big
     path, cache = tmp_path / paths.LOCK_NAME, tmp_path / "lock.json"
     sweep = _sweep_lock(30)
-    lock.write(path, sweep)  # written without the cache: as `git checkout` leaves it
+    lockfile.write(path, sweep)  # written without the cache: as `git checkout` leaves it
     whole: list[str] = []
     real = lock.loads
     monkeypatch.setattr(lock, "loads", lambda text, source="": whole.append(source) or real(text))
-    found = lock.read(path, cache)
+    found = lockfile.read(path, cache)
     assert (
         found.stages["train[train.lr=3,train.seed=0]"]
         == sweep.stages["train[train.lr=3,train.seed=0]"]
@@ -220,13 +220,13 @@ def test_a_big_lock_the_cache_lacks_is_read_block_by_block(
 def test_a_broken_block_is_reported_with_its_line_when_it_is_needed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lock, "BY_BLOCK", 0)
+    monkeypatch.setattr(lockfile, "BY_BLOCK", 0)
     path, cache = tmp_path / paths.LOCK_NAME, tmp_path / "lock.json"
-    lock.write(path, _sweep_lock(3))
+    lockfile.write(path, _sweep_lock(3))
     head, _, tail = path.read_text().partition("  train[train.lr=0,train.seed=0]:\n")
     tail = tail.replace("      val_accuracy: 0.98\n", "      val_accuracy: [0.98\n", 1)
     path.write_text(f"{head}  train[train.lr=0,train.seed=0]:\n{tail}")
-    found = lock.read(path, cache)
+    found = lockfile.read(path, cache)
     assert found.stages["train[train.lr=2,train.seed=0]"].metrics == {"val_accuracy": 0.98}
     with pytest.raises(LockError, match=rf"`{paths.LOCK_NAME}:\d+` is not valid YAML"):
         found.stages["train[train.lr=0,train.seed=0]"]
@@ -243,27 +243,27 @@ def test_a_broken_block_is_reported_with_its_line_when_it_is_needed(
 def test_a_lock_not_in_the_written_layout_is_parsed_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit
 ) -> None:
-    monkeypatch.setattr(lock, "BY_BLOCK", 0)
+    monkeypatch.setattr(lockfile, "BY_BLOCK", 0)
     path = tmp_path / paths.LOCK_NAME
-    lock.write(path, _sweep_lock(3))
+    lockfile.write(path, _sweep_lock(3))
     path.write_text(edit(path.read_text()))
     try:
         expected = lock.loads(path.read_text())
     except LockError as exc:
         with pytest.raises(LockError, match=str(exc)[:20]):
-            lock.read(path, tmp_path / "lock.json")
+            lockfile.read(path, tmp_path / "lock.json")
     else:
-        assert lock.read(path, tmp_path / "lock.json") == expected
+        assert lockfile.read(path, tmp_path / "lock.json") == expected
 
 
 def test_the_lock_gets_the_permissions_a_new_file_gets_or_keeps_its_own(tmp_path: Path) -> None:
     path = tmp_path / paths.LOCK_NAME
     umask = os.umask(0o022)
     try:
-        lock.write(path, _sample())
+        lockfile.write(path, _sample())
         assert path.stat().st_mode & 0o777 == 0o644  # as the committed lock is, not 0600
         path.chmod(0o640)
-        lock.write(path, _sample().without_stage("train"))
+        lockfile.write(path, _sample().without_stage("train"))
         assert path.stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(umask)
@@ -275,7 +275,7 @@ def test_the_new_text_is_synced_under_another_name_then_renamed_over_the_lock(
     # A kill cannot tell a synced file from one in the page cache (a power cut can): the
     # order of the calls is what shows that the rename never comes before the data is down.
     path = tmp_path / paths.LOCK_NAME
-    lock.write(path, _sample().without_stage("train"))
+    lockfile.write(path, _sample().without_stage("train"))
     old, new = path.read_text(), lock.dumps(_sample())
     calls: list[tuple[str, ...]] = []
     fsync, replace = os.fsync, os.replace
@@ -291,7 +291,7 @@ def test_the_new_text_is_synced_under_another_name_then_renamed_over_the_lock(
 
     monkeypatch.setattr(os, "fsync", spy_fsync)
     monkeypatch.setattr(os, "replace", spy_replace)
-    lock.write(path, _sample())
+    lockfile.write(path, _sample())
     assert [call[0] for call in calls] == ["fsync", "replace"], calls
     [(_, temporary, synced_text, lock_then), renamed] = calls
     assert temporary != path.name and synced_text == new and lock_then == old
