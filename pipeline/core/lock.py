@@ -71,6 +71,20 @@ class OutputPin:
 
 
 @dataclass(frozen=True)
+class CachedRun:
+    """An earlier successful run of a fingerprint, as the store's index recalls it."""
+
+    outputs: Mapping[str, OutputPin]
+    metrics: Mapping[str, Any]
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+
+#: What the store says of a version it never held (a fresh clone's): the plan then says
+#: `pull` fetches it.
+NOT_HERE = "not in this store"
+
+
+@dataclass(frozen=True)
 class StageLock:
     """One stage's block: everything its last successful run resolved."""
 

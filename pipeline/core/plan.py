@@ -9,7 +9,16 @@ from typing import Any, Literal, Protocol
 from pipeline.core import digest
 from pipeline.core.errors import StoreError, UsageError
 from pipeline.core.graph import Dag, order
-from pipeline.core.lock import InputPin, Lock, OutputPin, StageLock, config_changes, user_config
+from pipeline.core.lock import (
+    NOT_HERE,
+    CachedRun,
+    InputPin,
+    Lock,
+    OutputPin,
+    StageLock,
+    config_changes,
+    user_config,
+)
 from pipeline.core.sweep import Member, expand
 
 Action = Literal["run", "reuse", "pin"]
@@ -29,15 +38,6 @@ class StageState:
     def code_digest(self) -> str:
         """Digest of the stage's code files."""
         return digest.code_digest(self.code)
-
-
-@dataclass(frozen=True)
-class CachedRun:
-    """An earlier successful run of a fingerprint, as the store's index recalls it."""
-
-    outputs: Mapping[str, OutputPin]
-    metrics: Mapping[str, Any]
-    environment: Mapping[str, str] = field(default_factory=dict)
 
 
 class Index(Protocol):
@@ -250,9 +250,6 @@ def staleness(
 
 
 _UNSET = object()
-
-#: What :meth:`Index.damage` says of a version this store never held (a fresh clone's).
-NOT_HERE = "not in this store"
 
 
 def _unusable(pin: OutputPin, problem: str) -> str:

@@ -26,13 +26,9 @@ from typing import Any
 from pipeline.core import lock, lockfile
 from pipeline.core.errors import StoreError, UsageError
 from pipeline.core.paths import LOCK_NAME, STORE_DIR, locks_dir
+from pipeline.state.index import COLLECTED, busy_bound
 from pipeline.state.objects import CHECKPOINTS, object_name
-from pipeline.state.store import (
-    COLLECTED,
-    Store,
-    busy_bound,
-    open_existing,
-)
+from pipeline.state.store import Store, open_existing
 
 _GATE = locks_dir(Path(STORE_DIR)) / "gc.lock"
 

@@ -9,8 +9,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
-from pipeline.core.lock import InputPin, OutputPin
-from pipeline.core.plan import CachedRun
+from pipeline.core.lock import CachedRun, InputPin, OutputPin
 
 
 class RunIndex:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import replace
@@ -18,52 +16,17 @@ from filelock import FileLock, Timeout
 
 from pipeline.core import lockfile, paths
 from pipeline.core.errors import StoreError, VersionTaken
-from pipeline.core.lock import InputPin, OutputPin
+from pipeline.core.lock import NOT_HERE, CachedRun, InputPin, OutputPin
 from pipeline.core.paths import STORE_DIR
-from pipeline.core.plan import NOT_HERE, CachedRun
 from pipeline.spec import safe_name
-from pipeline.state import memo
+from pipeline.state import index, memo
 from pipeline.state.handback import owner_alive
+from pipeline.state.index import Index
 from pipeline.state.objects import Files, Staged, StatRow, object_name, remove
 from pipeline.state.runs import RunIndex
-from pipeline.state.statcache import STAT_CACHE_SCHEMA, StatCache
+from pipeline.state.statcache import StatCache
 
 log = logging.getLogger(__name__)
-
-#: How long a write waits for another process writing the index: seconds (60 if unset).
-BUSY_ENV = "PIPELINE_INDEX_WAIT"
-#: The alias holding the highest version number `gc` removed (no name a user can type).
-COLLECTED = "#collected"
-
-
-def busy_bound() -> float:
-    """How long a writer waits for another one (`PIPELINE_INDEX_WAIT`, 60 s if unset)."""
-    text = os.environ.get(BUSY_ENV, "60")
-    try:
-        bound = float(text)
-    except ValueError:
-        bound = -1.0
-    if not 0 <= bound < float("inf"):
-        raise StoreError(f"{BUSY_ENV}={text}: give a number of seconds, such as 60")
-    return bound
-
-
-_INDEX_VERSION = 1
-_SCHEMA = (
-    STAT_CACHE_SCHEMA
-    + """
-CREATE TABLE IF NOT EXISTS versions(
-    name TEXT, version INTEGER, type TEXT, digest TEXT, size INTEGER, files INTEGER,
-    manifest TEXT, created REAL, PRIMARY KEY (name, version), UNIQUE (name, digest));
-CREATE TABLE IF NOT EXISTS aliases(
-    name TEXT, alias TEXT, version INTEGER, PRIMARY KEY (name, alias));
-CREATE TABLE IF NOT EXISTS runs(
-    id INTEGER PRIMARY KEY, stage TEXT, fingerprint TEXT, status TEXT, started REAL,
-    ended REAL, inputs TEXT, outputs TEXT, metrics TEXT, tracking TEXT, config TEXT,
-    code TEXT, environment TEXT);
-CREATE INDEX IF NOT EXISTS runs_by_fingerprint ON runs (fingerprint, status);
-"""
-)
 
 
 def open_existing(workspace: Path) -> Store:
@@ -83,31 +46,13 @@ class Store:
         self.root = workspace / STORE_DIR
         for sub in ("objects", "artifacts", "tmp", "locks"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        # SQLite waits up to `timeout` for a lock by itself; `_begin` waits longer, and says so.
-        self._db = sqlite3.connect(paths.index_file(self.root), timeout=1, isolation_level=None)
-        (found,) = self._db.execute("PRAGMA user_version").fetchone()
-        if found != _INDEX_VERSION:
-            self._create(found)
+        self._index = Index(self.root)
+        self._db = self._index.db
+        self._transaction = self._index.transaction
         self.runs = RunIndex(self._db, self._transaction)
         self.stat_cache = StatCache(self._db, self.root)
         self.files = Files(self.root, self.stat_cache.hashes, self.stat_cache.remember)
         self._clean_abandoned()
-
-    def _create(self, found: int) -> None:
-        """Set up a new index (once, even when several processes open it at the same time)."""
-        self._db.execute("PRAGMA journal_mode=WAL")
-        with self._transaction() as db:
-            (found,) = db.execute("PRAGMA user_version").fetchone()
-            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if tables and found != _INDEX_VERSION:
-                raise StoreError(
-                    f"`{self.root}` was made by another version of this tool (index {found}, "
-                    f"expected {_INDEX_VERSION}); move it away and rerun to rebuild the store"
-                )
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version={_INDEX_VERSION}")
 
     def _clean_abandoned(self) -> None:
         """Remove what killed processes of this host left half-written.
@@ -137,42 +82,6 @@ class Store:
     def temp(self) -> Path:
         """A fresh path in `tmp/`: what is left there by a killed process is removed later."""
         return self.files.temp()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._begin()
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-        memo.touch(self.root)
-
-    def _begin(self) -> None:
-        """Start a write; while another process writes, wait (saying so) up to the bound."""
-        bound = busy_bound()
-        deadline, said = time.monotonic() + bound, False
-        while True:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise StoreError(
-                        f"the store's index `{STORE_DIR}/index.sqlite` stayed busy for "
-                        f"{bound:g} s: another process is writing it (`fuser "
-                        f"{STORE_DIR}/index.sqlite` names it); let it finish or stop it, then "
-                        f"rerun (wait longer with {BUSY_ENV}=SECONDS)"
-                    ) from None
-                if not said:
-                    log.warning(
-                        "waiting for another process writing the store's index (up to %g s)",
-                        bound,
-                    )
-                    said = True
 
     # -- artifacts -------------------------------------------------------------
     def path(self, name: str, version: str) -> Path:
@@ -244,8 +153,8 @@ class Store:
                     "SELECT version FROM versions WHERE name=? AND digest=?", (name, staged.digest)
                 ).fetchone()
                 if row is None:
-                    number = self._free_number(db, name, version)
-                    self._insert(db, staged, number)
+                    number = index.free_number(db, name, version)
+                    index.insert(db, staged, number)
                 else:
                     number = row[0]
                     if version is not None and f"v{number}" != version:
@@ -256,7 +165,7 @@ class Store:
                         )
                 # A folder for a version the index did not have is a crash's leftover.
                 self.files.materialise(name, f"v{number}", staged.manifest, row is None, made)
-                self._move_latest(db, name)
+                index.move_latest(db, name)
                 self.stat_cache.flush()
         return staged.pin(f"v{number}"), row is None
 
@@ -285,7 +194,7 @@ class Store:
         rows = self._db.execute(
             "SELECT digest, version FROM versions WHERE name=?", (name,)
         ).fetchall()
-        return {d: f"v{v}" for d, v in rows}, self._free_number(self._db, name, None)
+        return {d: f"v{v}" for d, v in rows}, index.free_number(self._db, name, None)
 
     def record(
         self, pin: OutputPin, manifest: Mapping[str, str], written: Iterable[StatRow] = ()
@@ -305,93 +214,25 @@ class Store:
             ).fetchone()
             new = row is None
             if new:
-                if self._indexed(db, pin.name, number):
+                if index.indexed(db, pin.name, number):
                     # Taken since (the job's submitter died, another run numbered anew):
                     # the next number.
-                    number = self._free_number(db, pin.name, None)
+                    number = index.free_number(db, pin.name, None)
                 # The job's folder, whole (its stat rows vouch for it), or built again from
                 # the objects: another job may have built this number since, and died.
                 self.files.materialise(pin.name, f"v{number}", manifest, False, set())
-                self._insert(db, Staged(pin.name, pin.type, manifest, pin.digest, pin.size), number)
-                self._move_latest(db, pin.name)
+                index.insert(db, Staged(pin.name, pin.type, manifest, pin.digest, pin.size), number)
+                index.move_latest(db, pin.name)
             elif row[0] != number:  # the same content twice in one wave: the first one's
-                if not self._indexed(db, pin.name, number):
+                if not index.indexed(db, pin.name, number):
                     remove(self.path(pin.name, pin.version))
                 number = row[0]
             self.stat_cache.flush()
         return replace(pin, version=f"v{number}"), new
 
-    @staticmethod
-    def _indexed(db: sqlite3.Connection, name: str, number: int) -> bool:
-        found = db.execute(
-            "SELECT 1 FROM versions WHERE name=? AND version=?", (name, number)
-        ).fetchone()
-        return found is not None
-
-    def _insert(self, db: sqlite3.Connection, staged: Staged, number: int) -> None:
-        db.execute(
-            "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?)",
-            (
-                staged.name,
-                number,
-                staged.type,
-                staged.digest,
-                staged.size,
-                len(staged.manifest),
-                json.dumps(dict(staged.manifest), sort_keys=True),
-                time.time(),
-            ),
-        )
-
-    @staticmethod
-    def _move_latest(db: sqlite3.Connection, name: str) -> None:
-        db.execute(
-            "INSERT OR REPLACE INTO aliases SELECT ?, 'latest', MAX(version) FROM versions "
-            "WHERE name=?",
-            (name, name),
-        )
-
-    @staticmethod
-    def _free_number(db: sqlite3.Connection, name: str, version: str | None) -> int:
-        """The next version number of ``name``, or the one asked for if it is free."""
-        if version is None:
-            # Numbers `gc` collected are never given again: old runs and locks name them.
-            (last,) = db.execute(
-                "SELECT COALESCE(MAX(v), -1) FROM (SELECT MAX(version) AS v FROM versions "
-                "WHERE name=? UNION ALL SELECT version FROM aliases WHERE name=? AND alias=?)",
-                (name, name, COLLECTED),
-            ).fetchone()
-            return int(last) + 1
-        number = int(version.removeprefix("v"))
-        taken = db.execute(
-            "SELECT digest FROM versions WHERE name=? AND version=?", (name, number)
-        ).fetchone()
-        if taken is not None:
-            raise VersionTaken(
-                f"artifact `{name}` {version} in this store holds other content (digest "
-                f"{taken[0]}); the store and the lock disagree: pull into a fresh clone, or "
-                "rerun the stage that makes it"
-            )
-        return number
-
-    def _version_row(self, name: str, ref: str) -> tuple[Any, ...] | None:
-        if ref.startswith("v") and ref[1:].isdigit():
-            version: int | None = int(ref[1:])
-        else:
-            alias = self._db.execute(
-                "SELECT version FROM aliases WHERE name=? AND alias=?", (name, ref)
-            ).fetchone()
-            version = alias[0] if alias else None
-        row: tuple[Any, ...] | None = self._db.execute(
-            "SELECT version, type, digest, size, files, manifest FROM versions "
-            "WHERE name=? AND version=?",
-            (name, version),
-        ).fetchone()
-        return row
-
     def resolve(self, name: str, ref: str) -> InputPin | None:
         """An artifact version by version (``v3``) or alias (``latest``)."""
-        row = self._version_row(name, ref)
+        row = index.version_row(self._db, name, ref)
         return None if row is None else InputPin(name, f"v{row[0]}", row[2])
 
     def intact(self, pin: OutputPin) -> bool:
@@ -404,7 +245,7 @@ class Store:
         A file is hashed again when its size, mtime or inode changed since it was last
         hashed (the stat cache), or always with ``rehash``.
         """
-        row = self._version_row(pin.name, pin.version)
+        row = index.version_row(self._db, pin.name, pin.version)
         if row is None:
             return NOT_HERE
         if row[2] != pin.digest:
@@ -420,7 +261,7 @@ class Store:
         the next commit of the same content rewrites them from the rebuilt bits.
         """
         problem = self.damage(pin, rehash=True)
-        row = self._version_row(pin.name, pin.version) if problem is not None else None
+        row = index.version_row(self._db, pin.name, pin.version) if problem is not None else None
         if row is not None:
             manifest: dict[str, str] = json.loads(row[5])
             folder = self.path(pin.name, pin.version)

@@ -10,8 +10,8 @@ import pytest
 
 from pipeline.core import digest, graph
 from pipeline.core.errors import StoreError, UsageError
-from pipeline.core.lock import InputPin, Lock, OutputPin, StageLock
-from pipeline.core.plan import CachedRun, Options, StageState, Step, plan
+from pipeline.core.lock import CachedRun, InputPin, Lock, OutputPin, StageLock
+from pipeline.core.plan import Options, StageState, Step, plan
 
 G = graph.from_mapping(
     {
