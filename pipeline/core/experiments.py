@@ -16,6 +16,7 @@ from typing import Any
 
 from pipeline.core.errors import UsageError, did_you_mean
 from pipeline.core.lock import Lock, user_config
+from pipeline.core.overrides import override_key
 from pipeline.core.sweep import stage_of
 from pipeline.spec import row_text
 
@@ -53,7 +54,7 @@ def from_lock(lock: Lock, runs: Sequence[Mapping[str, Any]]) -> list[Row]:
                 wandb=_wandb(run),
             )
         )
-    set_by = {key: {_key(o) for o in block.overrides} for key, block in lock.stages.items()}
+    set_by = {key: {override_key(o) for o in block.overrides} for key, block in lock.stages.items()}
     # Upstream first: a block's depth is one more than its inputs' producers' (from the lock
     # alone, so a fresh clone lists them in pipeline order too); each stage's own block first.
     depth = _depths(lock)
@@ -100,10 +101,6 @@ def from_index(runs: Sequence[Mapping[str, Any]]) -> list[Row]:
         for run in runs
     ]
     return _apart(rows, {})
-
-
-def _key(override: str) -> str:
-    return override.lstrip("+~").split("=", 1)[0]
 
 
 def _apart(rows: list[Row], set_by: Mapping[str, set[str]]) -> list[Row]:

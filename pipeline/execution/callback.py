@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.core.errors import RemoteError
 from pipeline.execution import remote
+from pipeline.execution.compose import config_keys
 from pipeline.execution.discover import stage_spec, stage_specs
 from pipeline.spec import LISTENERS, OUT_PARAM, StageSpec
 
@@ -327,14 +328,10 @@ def _standalone(config: DictConfig) -> StageRun:
         found = _STORE_PATH.search(path.as_posix())
         name, version = (found["name"], found["version"]) if found else (use, "")
         inputs[use] = ArtifactRef(name, types.get(use, use), path, version)
-    plain = OmegaConf.to_container(OmegaConf.masked_copy(config, _config_keys(config, spec)))
+    plain = OmegaConf.to_container(OmegaConf.masked_copy(config, config_keys(spec, config)))
     assert isinstance(plain, dict)
     media = frozenset(o.name for o in spec.logs if o.media)
     return StageRun(spec.name, {str(k): v for k, v in plain.items()}, inputs, media=media)
-
-
-def _config_keys(config: DictConfig, spec: Any) -> list[str]:
-    return [str(k) for k in config if k != "hydra" and k not in spec.path_params]
 
 
 def _standalone_outputs(config: DictConfig) -> dict[str, ArtifactRef]:

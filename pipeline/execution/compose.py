@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.core.errors import ConfigError, UsageError, did_you_mean, unknown_key
+from pipeline.core.errors import ConfigError, unknown_key
+from pipeline.core.overrides import override_key
 from pipeline.execution import constraints
 from pipeline.spec import StageSpec
 from pipeline.state.declared import Declared
@@ -23,31 +24,6 @@ class Composed:
 
     config: dict[str, Any]
     choices: dict[str, str]
-
-
-def split_overrides(args: Iterable[str], stages: Sequence[str]) -> dict[str, list[str]]:
-    """``["train.lr=0.1"]`` -> ``{"train": ["lr=0.1"]}``; ``prepare-data.`` is accepted too."""
-    found: dict[str, list[str]] = {}
-    for arg in args:
-        match = re.fullmatch(r"([+~]*)([\w-]+)\.([^=]+)(=.*)?", arg, flags=re.S)
-        if match is None:
-            raise UsageError(
-                f"override `{arg}` should look like `STAGE.KEY=VALUE`, e.g. `train.lr=0.01`"
-            )
-        prefix, stage, key, value = match.groups()
-        if "${" in (value or ""):
-            raise UsageError(
-                f"override `{arg}` holds an interpolation; the lock records an override as "
-                "written, so its value must not depend on the environment or on other keys: "
-                "give the value itself (let the shell expand it: `train.epochs=$EP`)"
-            )
-        stage = stage.replace("-", "_")
-        if stage not in stages:
-            raise UsageError(
-                f"override `{arg}` names unknown stage `{stage}`{did_you_mean(stage, stages)}"
-            )
-        found.setdefault(stage, []).append(f"{prefix}{key}{value or ''}")
-    return found
 
 
 def sweep_values(stage: str, overrides: Sequence[str]) -> list[tuple[str, list[str]]]:
@@ -72,24 +48,6 @@ def sweep_values(stage: str, overrides: Sequence[str]) -> list[tuple[str, list[s
             values = [override.get_value_element_as_str()]
         found.append((override.get_key_element(), values))
     return found
-
-
-def override_key(override: str) -> str:
-    """The config key an override sets: ``+model.width=3`` -> ``model.width``."""
-    return override.lstrip("+~").split("=", 1)[0]
-
-
-def merge(recorded: Sequence[str], new: Sequence[str]) -> tuple[str, ...]:
-    """Recorded overrides with ``new`` applied: a new value for a key replaces the old one.
-
-    Choosing another option of a config group also drops the recorded keys
-    inside that group, since they belonged to the option being replaced.
-    """
-    merged = {override_key(o): o for o in recorded}
-    for key in map(override_key, new):
-        merged = {k: v for k, v in merged.items() if not k.startswith(f"{key}.")}
-    merged.update({override_key(o): o for o in new})
-    return tuple(merged[k] for k in sorted(merged))
 
 
 def register(specs: Iterable[StageSpec]) -> None:
@@ -225,7 +183,7 @@ def _base(spec: StageSpec, structural: tuple[str, ...]) -> tuple[Any, Composed] 
 
     cfg = _hydra(spec, structural)  # typed and struct: it checks values (a masked copy does not)
     composed = _composed(spec, cfg)
-    raw = OmegaConf.to_container(OmegaConf.masked_copy(cfg, _keys_kept(spec, cfg)))
+    raw = OmegaConf.to_container(OmegaConf.masked_copy(cfg, config_keys(spec, cfg)))
     if raw != composed.config:
         return None
     return cfg, composed
@@ -291,7 +249,8 @@ def _unusable(spec: StageSpec, overrides: Sequence[str], exc: OSError) -> str:
     return f"cannot apply overrides to `{spec.name}`: {exc.strerror or exc}"
 
 
-def _keys_kept(spec: StageSpec, cfg: Any) -> list[str]:
+def config_keys(spec: StageSpec, cfg: Any) -> list[str]:
+    """The keys of a composed config that are the stage's values: not Hydra's, not paths."""
     return [str(k) for k in cfg if k != "hydra" and k not in spec.path_params]
 
 
@@ -300,7 +259,9 @@ def _composed(spec: StageSpec, cfg: Any) -> Composed:
 
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     assert isinstance(choices, dict)
-    config = OmegaConf.to_container(OmegaConf.masked_copy(cfg, _keys_kept(spec, cfg)), resolve=True)
+    config = OmegaConf.to_container(
+        OmegaConf.masked_copy(cfg, config_keys(spec, cfg)), resolve=True
+    )
     assert isinstance(config, dict)
     groups = {str(k): str(v) for k, v in choices.items() if not str(k).startswith("hydra")}
     return Composed({str(k): v for k, v in config.items()}, groups)

@@ -18,6 +18,8 @@ from pipeline.core import graph, lockfile
 from pipeline.core.digest import code_files
 from pipeline.core.errors import ConfigError, UsageError
 from pipeline.core.lock import Lock
+from pipeline.core.overrides import merge as merge_overrides
+from pipeline.core.overrides import override_key, split_overrides
 from pipeline.core.paths import LOCK_NAME, index_file, lock_cache, tool_sources
 from pipeline.core.plan import Options, StageState, Step, plan
 from pipeline.core.sweep import Member, expand
@@ -169,9 +171,9 @@ def load(
         entry = current.stages.get(member.stage)
         recorded = () if member.stage in set(reset) or entry is None else entry.overrides
         new = [*(overrides or {}).get(member.stage, ()), *member.own]
-        merged[key] = compose.merge(recorded, new)
-        from_lock[member.stage] = {compose.override_key(o) for o in recorded} - {
-            compose.override_key(o) for o in new
+        merged[key] = merge_overrides(recorded, new)
+        from_lock[member.stage] = {override_key(o) for o in recorded} - {
+            override_key(o) for o in new
         }
     states = {}
     for name, spec in specs_by_name.items():
@@ -239,7 +241,7 @@ def _open(
     caches: declared.Declarations,
 ) -> tuple[Project, dict[str, list[str]]]:
     names = [s.name for s in specs]
-    overrides = compose.split_overrides(argv_overrides, names)
+    overrides = split_overrides(argv_overrides, names)
     for name in reset:
         if name.replace("-", "_") not in names:
             raise UsageError(f"`--reset {name}`: no such stage; stages are {', '.join(names)}")
