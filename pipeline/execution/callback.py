@@ -50,9 +50,9 @@ class ArtifactRef:
     new: bool = True  # False: this content was already a version (a re-log moves no alias)
 
 
-@dataclass
+@dataclass(frozen=True)
 class StageRun:
-    """What the pipeline's task tells the callback about the job in progress, and hears back."""
+    """The job in progress, as the task describes it to the callback before it starts."""
 
     stage: str
     config: Mapping[str, Any]
@@ -61,12 +61,17 @@ class StageRun:
     group: str | None = None
     workspace: Path = field(default_factory=Path.cwd)
     media: frozenset[str] = frozenset()
-    # Filled in by the task once it committed the outputs, before the job ends.
-    outputs: dict[str, ArtifactRef] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    environment: dict[str, str] = field(default_factory=dict)
-    # Filled in by the callback: the W&B run, for the store's index.
+    #: The W&B run the callback opened (only the callback writes it), for the job's record.
     tracking: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a finished job made: the task returns it, and Hydra hands it to `on_job_end`."""
+
+    outputs: Mapping[str, ArtifactRef]
+    metrics: Mapping[str, Any]
+    environment: Mapping[str, str] = field(default_factory=dict)
 
 
 def credentials_configured() -> bool:
@@ -115,7 +120,8 @@ class WandbCallback(Callback):
             else _standalone(config)
         )
         mode = resolve_mode(self.mode)
-        stage.tracking = {"mode": mode}
+        stage.tracking.clear()
+        stage.tracking["mode"] = mode
         if mode == "disabled":
             return
         self._stage, self._run = stage, self._init(stage, mode)
@@ -147,11 +153,12 @@ class WandbCallback(Callback):
             run.finish(exit_code=1)
             return
         try:
-            outputs = stage.outputs or _standalone_outputs(config)
-            metrics = stage.metrics or dict(job_return.return_value or {})
-            for logical, ref in outputs.items():
-                self._log(run, stage, logical, ref)
-            run.summary.update(metrics)
+            result = job_return.return_value
+            if not isinstance(result, StageResult):  # a stand-alone app returns its metrics
+                result = StageResult(_standalone_outputs(config), dict(result or {}))
+            for logical, ref in result.outputs.items():
+                self._log(run, stage, result, logical, ref)
+            run.summary.update(dict(result.metrics))
         finally:
             run.finish()
 
@@ -185,13 +192,14 @@ class WandbCallback(Callback):
             _fall_back(f"wandb.init failed: {remote.short(exc)}")
             mode = "offline"
             run = wandb.init(mode=mode, **options)  # type: ignore[arg-type]
-        stage.tracking = {
-            "id": run.id,
-            "project": self.project,
-            "entity": entity,
-            "mode": mode,
-            "dir": _relative(Path(run.dir).parent, stage.workspace),
-        }
+        stage.tracking.clear()  # in the order the index has always kept
+        stage.tracking.update(
+            id=run.id,
+            project=self.project,
+            entity=entity,
+            mode=mode,
+            dir=_relative(Path(run.dir).parent, stage.workspace),
+        )
         return run
 
     def _use(self, ref: ArtifactRef) -> None:
@@ -210,7 +218,9 @@ class WandbCallback(Callback):
             else:
                 self._run.use_artifact(artifact)
 
-    def _log(self, run: Any, stage: StageRun, logical: str, ref: ArtifactRef) -> None:
+    def _log(
+        self, run: Any, stage: StageRun, result: StageResult, logical: str, ref: ArtifactRef
+    ) -> None:
         import wandb
 
         metadata = {
@@ -219,8 +229,8 @@ class WandbCallback(Callback):
             "stage": stage.stage,
             "config": dict(stage.config),
             # What a teammate's `run --pull` needs to write the lock block without running.
-            "metrics": dict(stage.metrics),
-            "environment": dict(stage.environment),
+            "metrics": dict(result.metrics),
+            "environment": dict(result.environment),
         }
         artifact = wandb.Artifact(ref.name, type=ref.type, metadata=metadata)
         # Store versions never change, so W&B need not copy them to its staging area.

@@ -17,7 +17,7 @@ from pipeline.core.errors import ConfigError, PipelineError, StageFailed
 from pipeline.core.paths import STORE_DIR
 from pipeline.core.sweep import slot_label
 from pipeline.execution import job as job_
-from pipeline.execution.callback import ArtifactRef, StageRun
+from pipeline.execution.callback import ArtifactRef, StageResult, StageRun
 from pipeline.execution.discover import stage_spec
 from pipeline.spec import (
     OUT_PARAM,
@@ -81,78 +81,84 @@ class WaveTask:
             )
         return self._runs[index]
 
-    def __call__(self, config: Any) -> dict[str, Any]:
+    def __call__(self, config: Any) -> StageResult:
         """Run one member; its outputs go to the store's files, its record to the submitter.
 
         Nothing here opens the index (a job may run on another host, over NFS): the
         hand-back folder gets `started.json`, then `result.json` with the versions built or
         the one-line error, which is also raised so that Hydra and W&B see the failure.
+        What the job made is returned, for the W&B callback to log.
         """
         job_.end_with(self.launcher)
         job_.note_termination()
         job, spec = self.jobs[int(config[MEMBER_KEY])], stage_spec(self.stage)
-        tracked = self.stage_run(config)
+        tracking = self.stage_run(config).tracking  # the callback's, once it opened the run
         files = Files(self.workspace / STORE_DIR)
         hand = Path(job.handback)
         out = hand / handback.OUT
         remove(out)  # a requeued job starts again from its checkpoints, not from these
         out.mkdir(parents=True)
         handback.write(hand, handback.STARTED, {**handback.here(), "member": job.key})
-        env = job_.environment()
+        environment = job_.environment()
         notes: list[str] = []
-        handed: dict[str, Any] = {}
         try:
             with checkpointing(files.checkpoints(job.fingerprint)), job_.noting(notes):
-                tracked.metrics = _plain(_call(spec, job, out) or {})
-            tracked.environment = env
-            made: set[str] = set()
-            for o in spec.logs:
-                staged = files.hash_output(out / o.name, job.artifacts[o.name], o.type)
-                version, new = job.versions[o.name].choose(staged.digest)
-                files.put_objects(out / o.name, staged, made)
-                files.materialise(staged.name, version, staged.manifest, new, made)
-                tracked.outputs[o.name] = ArtifactRef(
-                    staged.name,
-                    staged.type,
-                    files.folder(staged.name, version),
-                    version,
-                    staged.digest,
-                    new=new,
-                )
-                outputs = {"pin": vars(staged.pin(version)), "manifest": dict(staged.manifest)}
-                handed[o.name] = outputs
-            result = {
-                "outputs": handed,
-                "metrics": tracked.metrics,
-                "environment": env,
-                "tracking": tracked.tracking,
-                "written": files.written,
-                "notes": notes,
-            }
-            handback.write(hand, handback.RESULT, result)
+                metrics = _plain(_call(spec, job, out) or {})
+            outputs, handed = _build(files, spec, job, out)
+            record: dict[str, Any] = {"outputs": handed, "metrics": metrics, "notes": notes}
+            record |= {"environment": environment, "tracking": tracking, "written": files.written}
+            handback.write(hand, handback.RESULT, record)
         except (Exception, KeyboardInterrupt) as exc:
-            # First give the space back (a full disk): drop the failed stage's objects,
-            # which may hold its output files open, then its folder.
-            job_.release(exc)
-            free = shutil.disk_usage(hand).free
-            remove(out)
-            if isinstance(exc, KeyboardInterrupt) or job_.terminated:
+            error = self._failed(job, exc, notes, tracking)
+            if error is None:
                 raise  # cancelled: no record, the submitter says the job did not finish
-            error = job_.failure(job.key, exc, free)
-            if os.environ.get("SUBMITIT_EXECUTOR"):  # the job's log is all one sees there
-                traceback.print_exception(exc, file=sys.stderr)
-            error.__cause__ = exc  # as `raise ... from exc` below sets it
-            if os.getpid() == self.launcher:  # the launching process: it keeps the traceback
-                job_.RAISED[job.handback] = error
-            failed = {"error": str(error), "kind": type(error).__name__, "notes": notes}
-            with contextlib.suppress(OSError):  # a full disk: the submitter says what it can
-                handback.write(hand, handback.RESULT, {**failed, "tracking": tracked.tracking})
             raise error from exc
         finally:
             remove(out)
         # Handed back: a rerun of this fingerprint reuses the outputs, never the checkpoint.
         shutil.rmtree(files.checkpoints(job.fingerprint), ignore_errors=True)
-        return {"key": job.key}
+        return StageResult(outputs, metrics, environment)
+
+    def _failed(
+        self, job: MemberJob, exc: BaseException, notes: list[str], tracking: Mapping[str, Any]
+    ) -> PipelineError | None:
+        """The failure's one-line error, recorded for the submitter; ``None`` if cancelled."""
+        hand = Path(job.handback)
+        # First give the space back (a full disk): drop the failed stage's objects,
+        # which may hold its output files open, then its folder.
+        job_.release(exc)
+        free = shutil.disk_usage(hand).free
+        remove(hand / handback.OUT)
+        if isinstance(exc, KeyboardInterrupt) or job_.terminated:
+            return None
+        error = job_.failure(job.key, exc, free)
+        if os.environ.get("SUBMITIT_EXECUTOR"):  # the job's log is all one sees there
+            traceback.print_exception(exc, file=sys.stderr)
+        error.__cause__ = exc  # as `raise ... from exc` sets it
+        if os.getpid() == self.launcher:  # the launching process: it keeps the traceback
+            job_.RAISED[job.handback] = error
+        failed = {"error": str(error), "kind": type(error).__name__, "notes": notes}
+        with contextlib.suppress(OSError):  # a full disk: the submitter says what it can
+            handback.write(hand, handback.RESULT, {**failed, "tracking": dict(tracking)})
+        return error
+
+
+def _build(
+    files: Files, spec: StageSpec, job: MemberJob, out: Path
+) -> tuple[dict[str, ArtifactRef], dict[str, Any]]:
+    """Build each output's version folder; the refs W&B logs, and the records handed back."""
+    refs: dict[str, ArtifactRef] = {}
+    handed: dict[str, Any] = {}
+    made: set[str] = set()
+    for o in spec.logs:
+        staged = files.hash_output(out / o.name, job.artifacts[o.name], o.type)
+        version, new = job.versions[o.name].choose(staged.digest)
+        files.put_objects(out / o.name, staged, made)
+        files.materialise(staged.name, version, staged.manifest, new, made)
+        folder = files.folder(staged.name, version)
+        refs[o.name] = ArtifactRef(staged.name, staged.type, folder, version, staged.digest, new)
+        handed[o.name] = {"pin": vars(staged.pin(version)), "manifest": dict(staged.manifest)}
+    return refs, handed
 
 
 def _call(spec: StageSpec, job: MemberJob, staging: Path) -> Any:
