@@ -43,7 +43,7 @@ def gc_waiting() -> None:
 
 
 def need_credentials(again: str) -> None:
-    from pipeline.execution.callback import credentials_configured
+    from pipeline.execution.remote import credentials_configured
 
     if not credentials_configured():
         raise UsageError(

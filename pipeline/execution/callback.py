@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import netrc
 import os
-import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pipeline.core.errors import RemoteError
-from pipeline.execution import remote
-from pipeline.execution.compose import config_keys
-from pipeline.execution.discover import stage_spec, stage_specs
-from pipeline.spec import LISTENERS, OUT_PARAM, StageSpec
+from pipeline.execution import remote, standalone
+from pipeline.execution.job import ArtifactRef, StageResult, StageRun
+from pipeline.spec import LISTENERS
 
 log = logging.getLogger(__name__)
 
@@ -35,64 +30,6 @@ _CHEAP = {
     "disable_code": True,
     "silent": True,
 }
-_STORE_PATH = re.compile(r"/artifacts/(?P<name>[^/]+)/(?P<version>v\d+)/?$")
-
-
-@dataclass(frozen=True)
-class ArtifactRef:
-    """An artifact version a stage run reads or writes, as W&B will know it."""
-
-    name: str
-    type: str
-    path: Path
-    version: str = ""
-    digest: str = ""
-    new: bool = True  # False: this content was already a version (a re-log moves no alias)
-
-
-@dataclass(frozen=True)
-class StageRun:
-    """The job in progress, as the task describes it to the callback before it starts."""
-
-    stage: str
-    config: Mapping[str, Any]
-    inputs: Mapping[str, ArtifactRef]
-    fingerprint: str = ""
-    group: str | None = None
-    workspace: Path = field(default_factory=Path.cwd)
-    media: frozenset[str] = frozenset()
-    #: The W&B run the callback opened (only the callback writes it), for the job's record.
-    tracking: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class StageResult:
-    """What a finished job made: the task returns it, and Hydra hands it to `on_job_end`."""
-
-    outputs: Mapping[str, ArtifactRef]
-    metrics: Mapping[str, Any]
-    environment: Mapping[str, str] = field(default_factory=dict)
-
-
-def credentials_configured() -> bool:
-    """Whether a W&B API key is set in the environment or in ~/.netrc."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or ""
-    try:
-        return netrc.netrc().authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def resolve_mode(mode: str | None) -> str:
-    """``online``, ``offline`` or ``disabled``: the option, else WANDB_MODE, else by key."""
-    chosen = mode or os.environ.get("WANDB_MODE") or ""
-    if chosen in ("online", "offline", "disabled"):
-        return chosen
-    if chosen == "dryrun":
-        return "offline"
-    return "online" if credentials_configured() else "offline"
 
 
 class WandbCallback(Callback):
@@ -117,9 +54,9 @@ class WandbCallback(Callback):
         stage = (
             task_function.stage_run(config)
             if hasattr(task_function, "stage_run")
-            else _standalone(config)
+            else standalone.stage_run(config)
         )
-        mode = resolve_mode(self.mode)
+        mode = remote.resolve_mode(self.mode)
         stage.tracking.clear()
         stage.tracking["mode"] = mode
         if mode == "disabled":
@@ -155,7 +92,7 @@ class WandbCallback(Callback):
         try:
             result = job_return.return_value
             if not isinstance(result, StageResult):  # a stand-alone app returns its metrics
-                result = StageResult(_standalone_outputs(config), dict(result or {}))
+                result = StageResult(standalone.outputs(config), dict(result or {}))
             for logical, ref in result.outputs.items():
                 self._log(run, stage, result, logical, ref)
             run.summary.update(dict(result.metrics))
@@ -182,7 +119,7 @@ class WandbCallback(Callback):
             "config": dict(stage.config),
             "reinit": "create_new",
             "dir": os.environ.get("WANDB_DIR") or str(stage.workspace),
-            "settings": wandb.Settings(**_CHEAP, **_bounds()),  # type: ignore[arg-type]
+            "settings": wandb.Settings(**_CHEAP, **remote.run_bounds()),  # type: ignore[arg-type]
         }
         try:
             run = wandb.init(mode=mode, **options)  # type: ignore[arg-type]
@@ -270,21 +207,6 @@ def _aliases_as_given() -> Iterator[None]:
         setattr(wandb_run, "_resolve_aliases", original)  # noqa: B010
 
 
-def _bounds() -> dict[str, Any]:
-    """Settings that bound every wait on the server (init, requests, retries, finish)."""
-    seconds = remote.timeout_s()
-    return {
-        "init_timeout": seconds,
-        "finish_timeout": 3 * seconds,
-        "x_graphql_timeout_seconds": seconds,
-        "x_graphql_retry_max": 2,
-        "x_file_transfer_timeout_seconds": seconds,
-        "x_file_transfer_retry_max": 2,
-        "x_file_stream_timeout_seconds": seconds,
-        "x_file_stream_retry_max": 2,
-    }
-
-
 _ONLINE: dict[str | None, tuple[str | None, str]] = {}  # per process: the probe's answer
 
 
@@ -318,39 +240,6 @@ def _relative(path: Path, workspace: Path) -> str:
         return path.resolve().relative_to(workspace.resolve()).as_posix()
     except ValueError:
         return str(path)
-
-
-def _spec(config: DictConfig) -> StageSpec:
-    return stage_spec(str(config.hydra.job.name))
-
-
-def _producer_types() -> dict[str, str]:
-    return {o.name: o.type for spec in stage_specs() for o in spec.logs}
-
-
-def _standalone(config: DictConfig) -> StageRun:
-    """The stage run as a stand-alone Hydra app sees it: paths come from its config."""
-    spec = _spec(config)
-    types = _producer_types()
-    inputs = {}
-    for use in spec.uses:
-        path = Path(str(config[use])).resolve()
-        found = _STORE_PATH.search(path.as_posix())
-        name, version = (found["name"], found["version"]) if found else (use, "")
-        inputs[use] = ArtifactRef(name, types.get(use, use), path, version)
-    plain = OmegaConf.to_container(OmegaConf.masked_copy(config, config_keys(spec, config)))
-    assert isinstance(plain, dict)
-    media = frozenset(o.name for o in spec.logs if o.media)
-    return StageRun(spec.name, {str(k): v for k, v in plain.items()}, inputs, media=media)
-
-
-def _standalone_outputs(config: DictConfig) -> dict[str, ArtifactRef]:
-    spec = _spec(config)
-    found = OmegaConf.to_container(config.hydra.runtime.choices)
-    assert isinstance(found, dict)
-    choices = {str(k): str(v) for k, v in found.items()}
-    out = Path(str(config[OUT_PARAM]))
-    return {o.name: ArtifactRef(o.artifact_name(choices), o.type, out / o.name) for o in spec.logs}
 
 
 def register() -> None:

@@ -1,6 +1,8 @@
-"""What runs inside a wave's job, around the stage: its environment, signals, notes, failure.
+"""A wave's job: what it is told and returns, and what runs around the stage inside it.
 
-A job may run in the launching process, a joblib worker or a SLURM job on another host;
+The task describes the job to the W&B callback (`StageRun`) and returns what it made
+(`StageResult`); around the stage run its environment, signals, notes and failure. A job
+may run in the launching process, a joblib worker or a SLURM job on another host;
 nothing here opens the store's index.
 """
 
@@ -16,7 +18,9 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import ConfigError, NoSpace, PipelineError, StageFailed
@@ -25,6 +29,42 @@ from pipeline.spec import NOTE, StageInputError, pin_cpu_numerics
 # Libraries whose version can change a stage's bits; recorded in the lock, not fingerprinted.
 _LIBRARIES = ("numpy", "torch", "torchvision", "scikit-learn", "matplotlib", "mnist1d")
 _FULL_BELOW = 1 << 20  # bytes free under which a failing stage is taken to have filled the disk
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """An artifact version a stage run reads or writes, as W&B will know it."""
+
+    name: str
+    type: str
+    path: Path
+    version: str = ""
+    digest: str = ""
+    new: bool = True  # False: this content was already a version (a re-log moves no alias)
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """The job in progress, as the task describes it to the callback before it starts."""
+
+    stage: str
+    config: Mapping[str, Any]
+    inputs: Mapping[str, ArtifactRef]
+    fingerprint: str = ""
+    group: str | None = None
+    workspace: Path = field(default_factory=Path.cwd)
+    media: frozenset[str] = frozenset()
+    #: The W&B run the callback opened (only the callback writes it), for the job's record.
+    tracking: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a finished job made: the task returns it, and Hydra hands it to `on_job_end`."""
+
+    outputs: Mapping[str, ArtifactRef]
+    metrics: Mapping[str, Any]
+    environment: Mapping[str, str] = field(default_factory=dict)
 
 
 def environment() -> dict[str, str]:

@@ -17,8 +17,8 @@ from pipeline.core.errors import ConfigError, PipelineError, StageFailed
 from pipeline.core.paths import STORE_DIR
 from pipeline.core.sweep import slot_label
 from pipeline.execution import job as job_
-from pipeline.execution.callback import ArtifactRef, StageResult, StageRun
 from pipeline.execution.discover import stage_spec
+from pipeline.execution.job import ArtifactRef, StageResult, StageRun
 from pipeline.spec import (
     OUT_PARAM,
     StageSpec,

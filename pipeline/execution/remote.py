@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import netrc
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 from pipeline.core.errors import RemoteError
 
@@ -37,6 +39,42 @@ def client_env() -> dict[str, str]:
         "WANDB_X_FILE_TRANSFER_TIMEOUT_SECONDS": seconds,
         "WANDB_X_FILE_STREAM_RETRY_MAX": "2",
         "WANDB_X_FILE_STREAM_TIMEOUT_SECONDS": seconds,
+    }
+
+
+def credentials_configured() -> bool:
+    """Whether a W&B API key is set in the environment or in ~/.netrc."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or ""
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_mode(mode: str | None) -> str:
+    """``online``, ``offline`` or ``disabled``: the option, else WANDB_MODE, else by key."""
+    chosen = mode or os.environ.get("WANDB_MODE") or ""
+    if chosen in ("online", "offline", "disabled"):
+        return chosen
+    if chosen == "dryrun":
+        return "offline"
+    return "online" if credentials_configured() else "offline"
+
+
+def run_bounds() -> dict[str, Any]:
+    """Settings that bound every wait on the server (init, requests, retries, finish)."""
+    seconds = timeout_s()
+    return {
+        "init_timeout": seconds,
+        "finish_timeout": 3 * seconds,
+        "x_graphql_timeout_seconds": seconds,
+        "x_graphql_retry_max": 2,
+        "x_file_transfer_timeout_seconds": seconds,
+        "x_file_transfer_retry_max": 2,
+        "x_file_stream_timeout_seconds": seconds,
+        "x_file_stream_retry_max": 2,
     }
 
 

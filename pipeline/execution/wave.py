@@ -20,8 +20,7 @@ from typing import Any
 
 from pipeline.core.errors import PipelineError, StageFailed
 from pipeline.core.plan import Step
-from pipeline.execution.callback import ArtifactRef
-from pipeline.execution.job import FAILURES, raised
+from pipeline.execution.job import FAILURES, ArtifactRef, raised
 from pipeline.execution.launch import MemberJob, WaveTask, launch_wave, quote
 from pipeline.execution.project import Project
 from pipeline.state import booking, handback

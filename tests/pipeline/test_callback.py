@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.errors import UsageError
-from pipeline.execution import callback, discover
+from pipeline.execution import discover, remote
 
 
 def test_the_private_offline_use_call_keeps_its_signature() -> None:
@@ -39,15 +39,15 @@ def test_mode_is_offline_unless_configured(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    assert callback.resolve_mode(None) == "offline"
-    assert callback.resolve_mode("disabled") == "disabled"
+    assert remote.resolve_mode(None) == "offline"
+    assert remote.resolve_mode("disabled") == "disabled"
     monkeypatch.setenv("WANDB_MODE", "online")
-    assert callback.resolve_mode(None) == "online"
+    assert remote.resolve_mode(None) == "online"
     monkeypatch.delenv("WANDB_MODE")
     (tmp_path / ".netrc").write_text("machine api.wandb.ai login user password secret\n")
     (tmp_path / ".netrc").chmod(0o600)
-    assert callback.credentials_configured()
-    assert callback.resolve_mode(None) == "online"
+    assert remote.credentials_configured()
+    assert remote.resolve_mode(None) == "online"
 
 
 def test_stages_come_from_the_package_the_environment_names(

@@ -13,7 +13,8 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-from pipeline.cli.report import CSP, crossings, layers, render_html
+from pipeline.cli.layering import crossings, layers
+from pipeline.cli.report import CSP, render_html
 from tests.browser import needs_chromium, render, screenshot
 
 
