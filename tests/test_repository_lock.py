@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("spec", stages.STAGES, ids=lambda s: s.name)
 def test_the_committed_lock_matches_the_code_and_default_config(spec: StageSpec) -> None:
     entry = lockfile.read(ROOT / paths.LOCK_NAME).stages[spec.name]
-    compose.register(stages.STAGES)
-    config = compose.compose(spec, []).config
+    with compose.hydra_scope(lambda: compose.register(stages.STAGES)):
+        config = compose.compose(spec, []).config
     code = digest.code_files(code_root(spec), [spec.module])
     inputs = {name: pin.digest for name, pin in entry.inputs.items()}
     assert entry.overrides == ()

@@ -91,12 +91,12 @@ def build(stages: Iterable[Node]) -> Dag:
     import networkx as nx
 
     nodes = list(stages)
-    graph: nx.DiGraph = nx.DiGraph()
     producer: dict[str, str] = {}
+    seen: set[str] = set()
     for node in nodes:
-        if graph.has_node(node.name):
+        if node.name in seen:
             raise GraphError(f"stage `{node.name}` is listed twice; give each stage its own name")
-        graph.add_node(node.name, uses=node.uses, logs=node.logs)
+        seen.add(node.name)
         for artifact in node.logs:
             if artifact in producer:
                 raise GraphError(
@@ -111,11 +111,8 @@ def build(stages: Iterable[Node]) -> Dag:
                     f"stage `{node.name}` uses artifact `{artifact}`, which no stage logs"
                     f"{did_you_mean(artifact, producer)}"
                 )
-            src = producer[artifact]
-            if graph.has_edge(src, node.name):
-                graph.edges[src, node.name]["artifacts"] += (artifact,)
-            else:
-                graph.add_edge(src, node.name, artifacts=(artifact,))
+    links = [(producer[a], node.name, a) for node in nodes for a in node.uses]
+    graph = linked(nodes, links)
     if not nx.is_directed_acyclic_graph(graph):
         cycle = " -> ".join(u for u, _ in nx.find_cycle(graph))
         raise GraphError(f"stages form a cycle: {cycle}; an artifact cannot feed its producer")
@@ -125,6 +122,25 @@ def build(stages: Iterable[Node]) -> Dag:
         topo=tuple(nx.lexicographical_topological_sort(graph)),
         ancestors={n.name: frozenset(nx.ancestors(graph, n.name)) for n in nodes},
     )
+
+
+def linked(nodes: Iterable[Node], links: Iterable[tuple[str, str, str]]) -> nx.DiGraph:
+    """A networkx graph of ``nodes`` and one edge per (producer, consumer) pair.
+
+    Each edge carries the names of the artifacts that flow along it, in ``links`` order
+    (producer, consumer, artifact): the stage graph and the members' graph alike.
+    """
+    import networkx as nx
+
+    graph: nx.DiGraph = nx.DiGraph()
+    for node in nodes:
+        graph.add_node(node.name, uses=node.uses, logs=node.logs)
+    for src, dst, artifact in links:
+        if graph.has_edge(src, dst):
+            graph.edges[src, dst]["artifacts"] += (artifact,)
+        else:
+            graph.add_edge(src, dst, artifacts=(artifact,))
+    return graph
 
 
 def producers(dag: Dag) -> dict[str, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,6 +69,12 @@ class Project:
             raise RuntimeError(f"stage `{name}` is only declared; open the project in full")
         return spec
 
+    @contextlib.contextmanager
+    def registered(self) -> Iterator[None]:
+        """Hydra's config store holds the stages' configs and our callback in the block."""
+        with compose.hydra_scope(lambda: _register([self.spec(name) for name in self.specs])):
+            yield
+
     def check(self, steps: Iterable[Step]) -> None:
         """Each stage's own check of its config (`StageSpec.check`), for every member to run.
 
@@ -114,17 +120,11 @@ class Project:
 
     def member_graph(self) -> nx.DiGraph:
         """Members and the artifacts between them, as the stage graph is for stages."""
-        import networkx as nx
-
-        graph: nx.DiGraph = nx.DiGraph()
-        for member in self.members.values():
-            graph.add_node(member.key, uses=(), logs=member.logs)
-            for _, made_by, artifact in member.inputs:
-                if graph.has_edge(made_by, member.key):
-                    graph.edges[made_by, member.key]["artifacts"] += (artifact,)
-                else:
-                    graph.add_edge(made_by, member.key, artifacts=(artifact,))
-        return graph
+        members = self.members.values()
+        return graph.linked(
+            (graph.Node(m.key, (), m.logs) for m in members),
+            ((made_by, m.key, artifact) for m in members for _, made_by, artifact in m.inputs),
+        )
 
 
 def load(
@@ -155,11 +155,6 @@ def load(
     dag = caches.dag
     current, keep_lock = lockfile.read_later(workspace / LOCK_NAME, lock_cache(workspace))
     full = [spec for spec in specs_by_name.values() if isinstance(spec, StageSpec)]
-    if len(full) == len(specs_by_name):
-        from pipeline.execution import callback
-
-        compose.register(full)
-        callback.register()
     fan_in = {name: spec.fan_in for name, spec in specs_by_name.items()}
     members = {m.key: m for m in expand(dag, list(dag), sweep, fan_in)}
     code = {
@@ -176,28 +171,55 @@ def load(
             override_key(o) for o in new
         }
     states = {}
-    for name, spec in specs_by_name.items():
-        keys = [k for k, m in members.items() if m.stage == name]
-        try:
-            composed_all = compose.compose_all(spec, [merged[k] for k in keys], caches.configs)
-        except ConfigError as exc:
-            if not any(f"`{name}.{k}" in str(exc) for k in from_lock.get(name, ())):
-                raise
-            raise ConfigError(
-                f"{exc}; the lock's `{name}` block recorded it: drop what it recorded with "
-                f"`python -m pipeline run {name} --reset {name}`"
-            ) from exc
-        for key, composed in zip(keys, composed_all, strict=True):
-            states[key] = StageState(
-                config=composed.config,
-                overrides=merged[key],
-                code=code[name],
-                artifacts={o.name: o.artifact_name(composed.choices) for o in spec.logs},
-                stage=name,
-            )
+    scope = contextlib.ExitStack()
+    if len(full) == len(specs_by_name):  # else every config must come from the cache
+        scope.enter_context(compose.hydra_scope(lambda: _register(full)))
+    with scope:
+        for name, spec in specs_by_name.items():
+            keys = [k for k, m in members.items() if m.stage == name]
+            states.update(_states(spec, keys, merged, code[name], caches, from_lock))
     project = Project(workspace, specs_by_name, dag, current, Store(workspace), states, members)
     project.pending.append(keep_lock)
     return project
+
+
+def _register(specs: Sequence[StageSpec]) -> None:
+    """The stages' configs and the W&B callback into Hydra's store (in a scope)."""
+    from pipeline.execution import callback
+
+    compose.register(specs)
+    callback.register()
+
+
+def _states(
+    spec: StageSpec | Declared,
+    keys: Sequence[str],
+    merged: Mapping[str, tuple[str, ...]],
+    code: Mapping[str, str],
+    caches: declared.Declarations,
+    from_lock: Mapping[str, set[str]],
+) -> dict[str, StageState]:
+    """Each member's state: its config composed with its merged overrides."""
+    name = spec.name
+    try:
+        composed_all = compose.compose_all(spec, [merged[k] for k in keys], caches.configs)
+    except ConfigError as exc:
+        if not any(f"`{name}.{k}" in str(exc) for k in from_lock.get(name, ())):
+            raise
+        raise ConfigError(
+            f"{exc}; the lock's `{name}` block recorded it: drop what it recorded with "
+            f"`python -m pipeline run {name} --reset {name}`"
+        ) from exc
+    return {
+        key: StageState(
+            config=composed.config,
+            overrides=merged[key],
+            code=code,
+            artifacts={o.name: o.artifact_name(composed.choices) for o in spec.logs},
+            stage=name,
+        )
+        for key, composed in zip(keys, composed_all, strict=True)
+    }
 
 
 def open_project(

@@ -58,7 +58,8 @@ def run_wave(project: Project, wave: Sequence[Step], group: str, report: Report)
         task = WaveTask(project.workspace, stage, group, [m.job for m in members])
         launched: BaseException | None = None
         try:
-            launch_wave(task, spec, project.workspace / "outputs" / stage / stamp, overrides)
+            with project.registered():
+                launch_wave(task, spec, project.workspace / "outputs" / stage / stamp, overrides)
         except (Exception, KeyboardInterrupt) as exc:
             launched = exc
         return _book(store, members, launched, report)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
+
 import pytest
 
 import stages
@@ -42,9 +45,21 @@ def test_choosing_another_group_option_drops_the_old_options_keys() -> None:
 
 
 @pytest.fixture(scope="module")
-def specs() -> dict[str, object]:
-    compose.register(stages.STAGES)
-    return {s.name: s for s in stages.STAGES}
+def specs() -> Iterator[dict[str, object]]:
+    with compose.hydra_scope(lambda: compose.register(stages.STAGES)):
+        yield {s.name: s for s in stages.STAGES}
+
+
+def test_what_a_hydra_scope_registers_is_gone_after_it() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    repo = ConfigStore.instance().repo
+    before = dict(repo)
+    scoped = dataclasses.replace(stages.STAGES[1], name="scoped_only")
+    with compose.hydra_scope(lambda: compose.register([scoped])):
+        assert "scoped_only.yaml" in repo
+    assert "scoped_only.yaml" not in repo
+    assert dict(repo) == before
 
 
 def test_compose_resolves_config_and_group_choices(specs: dict[str, object]) -> None:

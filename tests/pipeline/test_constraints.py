@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import pytest
@@ -20,8 +21,9 @@ SPECS = {s.name: s for s in stages.STAGES}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _registered() -> None:
-    compose.register(stages.STAGES)
+def _registered() -> Iterator[None]:
+    with compose.hydra_scope(lambda: compose.register(stages.STAGES)):
+        yield
 
 
 def _composed(stage: str, *overrides: str) -> dict[str, Any]:
