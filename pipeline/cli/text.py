@@ -46,8 +46,10 @@ def steps(found: Sequence[Any], as_json: bool, planned: bool) -> str:
         )
     lines = [line(step) for step in found]
     if planned:
-        would = sum(s.action == "run" for s in found)
-        lines.append(f"dry run: {would} of {counted(found)} would run")
+        later = sum(s.decided_later for s in found)
+        would = sum(s.action == "run" for s in found) - later
+        also = f"; {later} more if what they use comes out changed" if later else ""
+        lines.append(f"dry run: {would} of {counted(found)} would run{also}")
     elif all(s.action != "run" for s in found):
         lines.append(all_fresh(found))
     return "".join(f"{text}\n" for text in lines)

@@ -77,6 +77,16 @@ class Step:
     environment: Mapping[str, str] = field(default_factory=dict)
 
     @property
+    def decided_later(self) -> bool:
+        """A run decided again once its inputs exist: an input rebuilt unchanged (or a run
+        of the same fingerprint already cached) makes it fresh then."""
+        return (
+            self.action == "run"
+            and self.fingerprint is None
+            and not {"never ran", "forced"} & set(self.reasons)
+        )
+
+    @property
     def state(self) -> str:
         """``fresh``, ``stale`` or ``never-ran``, as ``status`` reports it."""
         if self.action == "pin" or (self.action == "reuse" and not self.reasons):

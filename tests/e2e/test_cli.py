@@ -138,6 +138,13 @@ def test_an_edit_to_a_stage_marks_it_and_downstream_stale(project_copy: Path) ->
     (project_copy / "stages" / "notes.py").write_text("X = 1\n")
     source.write_text(source.read_text().replace("\n# an edit\n", ""))
     assert {s["state"] for s in status(cli).values()} == {"fresh"}
+    # What runs is what a dry run said: train, then the others only if its model changed
+    # (a comment changes no bit of it).
+    source.write_text(source.read_text() + "\n# an edit\n")
+    dry = cli("run", "--dry-run").stdout.splitlines()[-1]
+    assert dry == "dry run: 1 of 4 stages would run; 2 more if what they use comes out changed"
+    ran = actions(cli("run", "--json"))
+    assert ran == {"prepare_data": "reuse", "train": "run", "evaluate": "reuse", "plot": "reuse"}
 
 
 def test_a_new_stage_is_one_module_and_one_line(project_copy: Path) -> None:

@@ -92,6 +92,8 @@ def test_a_config_change_reruns_the_stage_and_says_what_changed() -> None:
     assert actions(steps) == [("prepare_data", "reuse"), ("train", "run"), ("evaluate", "run")]
     assert steps[1].reasons == ("config changed: train.lr 0.001 -> 0.01",)
     assert steps[2].reasons == ("input model is rebuilt by `train` first",)
+    # train runs whatever; evaluate is decided again once the new model exists.
+    assert [s.decided_later for s in steps] == [False, False, True]
 
 
 def test_nested_and_new_keys_are_named() -> None:
