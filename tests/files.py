@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pipeline.state.store import Store
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -26,3 +30,12 @@ def write_mnist(
         write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
     return raw
+
+
+def stage_output(store: Store, files: dict[str, bytes]) -> Path:
+    """A staging folder of ``store`` holding ``files`` (relative path -> bytes)."""
+    folder = store.staging()
+    for rel, data in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    return folder

@@ -20,7 +20,7 @@ from pipeline.core.errors import ConfigError, UsageError
 from pipeline.core.lock import Lock
 from pipeline.core.overrides import merge as merge_overrides
 from pipeline.core.overrides import override_key, split_overrides
-from pipeline.core.paths import LOCK_NAME, index_file, lock_cache, tool_sources
+from pipeline.core.paths import LOCK_NAME, lock_cache
 from pipeline.core.plan import Options, StageState, Step, plan
 from pipeline.core.sweep import Member, expand
 from pipeline.execution import compose
@@ -102,21 +102,17 @@ class Project:
         )
 
     def watched(self, steps: Iterable[Step]) -> list[Path]:
-        """Every file a fresh plan depends on: lock, index, code, and the outputs' files."""
-        paths = [self.lock_path, index_file(self.store.root), memo.stamp(self.store.root)]
-        paths += tool_sources()
+        """Every file a fresh plan depends on (`pipeline.state.memo.dependencies`)."""
+        sources = [self.lock_path]
         code = {state.stage: state.code for state in self.states.values()}
         for name, spec in self.specs.items():
             root = code_root(spec)
             # Every module of the stages' package (its list of stages too), and what a
             # stage imports from elsewhere.
-            paths += (root / spec.module.split(".")[0]).rglob("*.py")
-            paths += (root / rel for rel in code[name])
-        for step in steps:
-            for pin in step.outputs.values():
-                folder = self.store.path(pin.name, pin.version)
-                paths += [folder, *folder.rglob("*")]
-        return paths
+            sources += (root / spec.module.split(".")[0]).rglob("*.py")
+            sources += (root / rel for rel in code[name])
+        folders = [self.store.path(p.name, p.version) for s in steps for p in s.outputs.values()]
+        return memo.dependencies(self.store.root, sources, folders)
 
     def member_graph(self) -> nx.DiGraph:
         """Members and the artifacts between them, as the stage graph is for stages."""

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.paths import memo_dir
+from pipeline.core.paths import index_file, memo_dir, tool_sources
 
 # Libraries whose version could change a composed config, and so a plan (import names).
 _LIBRARIES = ("hydra", "hydra_zen", "omegaconf", "networkx", "yaml")
@@ -125,6 +125,16 @@ def remember(
     tmp.write_text(json.dumps({"watched": rows, "output": output}), encoding="utf-8")
     os.replace(tmp, target)
     return True
+
+
+def dependencies(store: Path, sources: Iterable[Path], folders: Iterable[Path]) -> list[Path]:
+    """Every file an answer depends on: the given sources (the lock, the stages' code),
+    every file of the given folders (the versions found fresh), the index, the stamp the
+    store touches when it changes, and the tool's own code."""
+    found = [index_file(store), stamp(store), *tool_sources(), *sources]
+    for folder in folders:
+        found += [folder, *folder.rglob("*")]
+    return found
 
 
 def _plain_file(stat: list[int]) -> bool:

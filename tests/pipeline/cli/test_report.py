@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import re
 import struct
@@ -13,9 +12,9 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-from pipeline.cli.layering import crossings, layers
 from pipeline.cli.report import CSP, render_html
 from tests.browser import needs_chromium, render, screenshot
+from tests.pipeline.cli.graphs import artifact, run, sweep
 
 
 def _png(path: Path, width: int, height: int, rgb: tuple[int, int, int]) -> Path:
@@ -39,31 +38,6 @@ def _png(path: Path, width: int, height: int, rgb: tuple[int, int, int]) -> Path
     return path
 
 
-def _artifact(graph: nx.DiGraph, name: str, version: str, kind: str, **extra: object) -> str:
-    node = f"artifact:{name}:{version}"
-    attrs: dict[str, object] = {
-        "kind": "artifact", "name": name, "version": version, "type": kind,
-        "digest": hashlib.md5(node.encode()).hexdigest(), "size": 123_456, "files": 1,
-        "path": f"/store/{name}/{version}", "images": [],
-    }  # fmt: skip
-    attrs.update(extra)
-    graph.add_node(node, **attrs)
-    return node
-
-
-def _run(graph: nx.DiGraph, n: int, stage: str, **extra: object) -> str:
-    node = f"run:{n}"
-    attrs: dict[str, object] = {
-        "kind": "run", "run": n, "stage": stage, "status": "ok", "fingerprint": "f" * 64,
-        "code_digest": "c" * 32, "config": {"seed": 0}, "metrics": {},
-        "wandb": {"id": f"abc{n}", "project": "lineage", "entity": "lab", "mode": "offline",
-                  "dir": "/tmp/wandb", "synced": n % 2 == 0},
-    }  # fmt: skip
-    attrs.update(extra)
-    graph.add_node(node, **attrs)
-    return node
-
-
 @pytest.fixture
 def graph(tmp_path: Path) -> nx.DiGraph:
     """prepare_data -> dataset -> train -> model -> evaluate -> evaluation -> plot -> plots."""
@@ -74,19 +48,19 @@ def graph(tmp_path: Path) -> nx.DiGraph:
     ]
     g: nx.DiGraph = nx.DiGraph(focus="artifact:model:v1")
     chain = [
-        _run(g, 1, "prepare_data"),
-        _artifact(g, "dataset-digits", "v0", "dataset"),
-        _run(g, 5, "train", config={"optim": {"lr": 0.01, "note": "<script>alert(1)</script>"}},
+        run(g, 1, "prepare_data"),
+        artifact(g, "dataset-digits", "v0", "dataset"),
+        run(g, 5, "train", config={"optim": {"lr": 0.01, "note": "<script>alert(1)</script>"}},
              metrics={"loss": 0.123456789, "epochs": 3}),
-        _artifact(g, "model", "v1", "model", size=5_000_000),
-        _run(g, 6, "evaluate", metrics={"accuracy": 0.97}, wandb=None),
-        _artifact(g, "evaluation", "v1", "evaluation", path=None),
-        _run(g, 7, "plot"),
-        _artifact(g, "plots", "v1", "plots", images=images, files=2),
+        artifact(g, "model", "v1", "model", size=5_000_000),
+        run(g, 6, "evaluate", metrics={"accuracy": 0.97}, wandb=None),
+        artifact(g, "evaluation", "v1", "evaluation", path=None),
+        run(g, 7, "plot"),
+        artifact(g, "plots", "v1", "plots", images=images, files=2),
     ]  # fmt: skip
     for source, target in itertools.pairwise(chain):
         g.add_edge(source, target, kind="logged" if source.startswith("run:") else "used")
-    failed = _run(g, 4, "train", status="failed")
+    failed = run(g, 4, "train", status="failed")
     g.add_edge("artifact:dataset-digits:v0", failed, kind="used")
     return g
 
@@ -219,49 +193,22 @@ def test_the_report_policy_blocks_that_request(tmp_path: Path) -> None:
 
 def test_node_ids_that_clean_alike_get_distinct_html_ids() -> None:
     g: nx.DiGraph = nx.DiGraph(focus="artifact:a:b:v0")
-    _artifact(g, "a:b", "v0", "data")
-    _artifact(g, "a_b", "v0", "data")
+    artifact(g, "a:b", "v0", "data")
+    artifact(g, "a_b", "v0", "data")
     page = render_html(g)
     assert 'id="svg-artifact_a_b_v0"' in page and 'id="svg-artifact_a_b_v0-2"' in page
     assert 'id="details-artifact_a_b_v0-2"' in page
 
 
-def _sweep(members: int) -> nx.DiGraph:
-    """dataset -> train #k -> model:vk -> evaluate #(k+members) -> evaluation:vk -> plot."""
-    g: nx.DiGraph = nx.DiGraph(focus="artifact:plots:v0")
-    dataset = _artifact(g, "dataset-digits", "v0", "dataset")
-    plot = _run(g, 99, "plot")
-    g.add_edge(plot, _artifact(g, "plots", "v0", "plots"), kind="logged")
-    for k in range(members):
-        label = f"[train.lr={k / 10}]"
-        train = _run(
-            g, 2 + k, f"train{label}", config={"lr": k / 10}, metrics={"loss": 1 / (k + 1)}
-        )
-        model = _artifact(g, "model", f"v{k}", "model")
-        evaluate = _run(g, 2 + members + k, f"evaluate{label}", metrics={"accuracy": k / members})
-        evaluation = _artifact(g, "evaluation", f"v{k}", "evaluation")
-        g.add_edges_from([(dataset, train), (model, evaluate), (evaluation, plot)], kind="used")
-        g.add_edges_from([(train, model), (evaluate, evaluation)], kind="logged")
-    return g
-
-
-@pytest.mark.parametrize("members", [6, 40])
-def test_the_layers_are_ordered_so_that_no_edges_cross(members: int) -> None:
-    g = _sweep(members)
-    by_name = [sorted(layer, key=str) for layer in nx.topological_generations(g)]
-    assert crossings(g, by_name) > 0  # run:10 sorts before run:2: sorted names cross
-    assert crossings(g, layers(g)) == 0
-
-
 def test_runs_are_compared_at_the_top_by_what_sets_them_apart() -> None:
-    page = render_html(_sweep(3))
+    page = render_html(sweep(3))
     top = page.index('<section class="comparison">')
     assert top < page.index('<div class="graph">')
     table = page[top : page.index("</section>", top)]
     # One table per stage, not per member; open while short, folded when many.
     assert '<details class="stage" open><summary><b>train</b>: 3 runs</summary>' in table
     assert '<details class="stage" open><summary><b>evaluate</b>: 3 runs</summary>' in table
-    many = render_html(_sweep(13))
+    many = render_html(sweep(13))
     assert '<details class="stage"><summary><b>train</b>: 13 runs</summary>' in many
     assert '<a href="#details-run_3">train #3</a></td><td><code>train.lr=0.1</code>' in table
     assert "<th>accuracy</th>" in table and "_target_" not in page

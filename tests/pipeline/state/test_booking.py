@@ -15,7 +15,7 @@ from pipeline.core.paths import HOST
 from pipeline.state import booking, handback
 from pipeline.state.objects import Files, rehash
 from pipeline.state.store import Store
-from tests.pipeline.test_store import _stage_output
+from tests.files import stage_output
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_a_number_taken_since_goes_to_the_next_one_and_spares_the_other_folder(
     store: Store,
 ) -> None:
     orphan = _job(store, {"w": b"mine"}, 0)  # its submitter died before booking it
-    taken = store.commit(_stage_output(store, {"w": b"theirs"}), "model", "model")  # v0, anew
+    taken = store.commit(stage_output(store, {"w": b"theirs"}), "model", "model")  # v0, anew
     pins = booking.book(store, _run(store), orphan)
     assert (taken.version, pins["model"].version) == ("v0", "v1")
     assert store.intact(taken) and store.intact(pins["model"])

@@ -6,6 +6,7 @@ import os
 import time
 from pathlib import Path
 
+from pipeline.core import paths
 from pipeline.state import memo
 
 
@@ -112,3 +113,16 @@ def test_a_damaged_or_planted_memo_is_ignored(tmp_path: Path) -> None:
     for planted in ('{"watched": 3, "output": "x"}', '{"watched": [[1]]}', "[]", "{"):
         target.write_text(planted)
         assert memo.recall(store, ["status"]) is None
+
+
+def test_an_answer_depends_on_the_index_its_stamp_and_the_tools_code_in_every_layer(
+    tmp_path: Path,
+) -> None:
+    store, lock = tmp_path / ".pipeline", tmp_path / "dvc_free_lock.yaml"
+    folder = store / "artifacts" / "model" / "v0"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "w.pt").write_bytes(b"1")
+    found = set(memo.dependencies(store, [lock], [folder]))
+    assert {lock, folder, folder / "sub", folder / "sub" / "w.pt"} <= found
+    assert {paths.index_file(store), memo.stamp(store)} <= found
+    assert paths.TOOL / "core" / "plan.py" in found  # an edit to the tool answers afresh
