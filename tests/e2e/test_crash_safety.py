@@ -291,7 +291,7 @@ def test_a_lock_write_holds_off_another_writer_until_it_is_done(workspace: Path)
     other = _without_plot(workspace)
     # Between this run's re-read of the lock and its write, another process tries to write
     # plot's block: it must wait for the file lock, then write on top of this run's lock.
-    point = ("pipeline.core.lock:_write", "1", "before")
+    point = ("pipeline.core.lockfile:_write", "1", "before")
     ran = _crashpoint(workspace, "--start", other, "--wait", "5", "--survive", *point, *FORCED)
     assert ran.returncode == 0, ran.stderr
     assert "was still running after 5.0 s" in ran.stderr
