@@ -8,7 +8,7 @@ import pytest
 
 import stages
 from pipeline.core import digest, lockfile, paths
-from pipeline.execution import compose
+from pipeline.execution import compose, hydra_store
 from pipeline.execution.project import code_root
 from pipeline.spec import StageSpec
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("spec", stages.STAGES, ids=lambda s: s.name)
 def test_the_committed_lock_matches_the_code_and_default_config(spec: StageSpec) -> None:
     entry = lockfile.read(ROOT / paths.LOCK_NAME).stages[spec.name]
-    with compose.hydra_scope(lambda: compose.register(stages.STAGES)):
+    with hydra_store.registered(stages.STAGES):
         config = compose.compose(spec, []).config
     code = digest.code_files(code_root(spec), [spec.module])
     inputs = {name: pin.digest for name, pin in entry.inputs.items()}

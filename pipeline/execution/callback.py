@@ -240,14 +240,3 @@ def _relative(path: Path, workspace: Path) -> str:
         return path.resolve().relative_to(workspace.resolve()).as_posix()
     except ValueError:
         return str(path)
-
-
-def register() -> None:
-    """Put the callback into Hydra's own config, so every stage job is tracked."""
-    from hydra.conf import HydraConf
-    from hydra_zen import ZenStore, builds
-
-    store = ZenStore(name="lineage-hydra", overwrite_ok=True)
-    callback = builds(WandbCallback, populate_full_signature=True)
-    store(HydraConf(callbacks={"wandb": callback}))
-    store.add_to_hydra_store(overwrite_ok=True)

@@ -23,7 +23,7 @@ from pipeline.core.overrides import override_key, split_overrides
 from pipeline.core.paths import LOCK_NAME, lock_cache
 from pipeline.core.plan import Options, StageState, Step, plan
 from pipeline.core.sweep import Member, expand
-from pipeline.execution import compose
+from pipeline.execution import compose, hydra_store
 from pipeline.spec import StageSpec
 from pipeline.state import declared, memo
 from pipeline.state.declared import Declared
@@ -72,7 +72,7 @@ class Project:
     @contextlib.contextmanager
     def registered(self) -> Iterator[None]:
         """Hydra's config store holds the stages' configs and our callback in the block."""
-        with compose.hydra_scope(lambda: _register([self.spec(name) for name in self.specs])):
+        with hydra_store.registered(self.spec(name) for name in self.specs):
             yield
 
     def check(self, steps: Iterable[Step]) -> None:
@@ -169,7 +169,7 @@ def load(
     states = {}
     scope = contextlib.ExitStack()
     if len(full) == len(specs_by_name):  # else every config must come from the cache
-        scope.enter_context(compose.hydra_scope(lambda: _register(full)))
+        scope.enter_context(hydra_store.registered(full))
     with scope:
         for name, spec in specs_by_name.items():
             keys = [k for k, m in members.items() if m.stage == name]
@@ -177,14 +177,6 @@ def load(
     project = Project(workspace, specs_by_name, dag, current, Store(workspace), states, members)
     project.pending.append(keep_lock)
     return project
-
-
-def _register(specs: Sequence[StageSpec]) -> None:
-    """The stages' configs and the W&B callback into Hydra's store (in a scope)."""
-    from pipeline.execution import callback
-
-    compose.register(specs)
-    callback.register()
 
 
 def _states(

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 
 import pytest
 
 import stages
 from pipeline.core.errors import ConfigError
-from pipeline.execution import compose
+from pipeline.execution import compose, hydra_store
 
 
 @pytest.fixture(scope="module")
 def specs() -> Iterator[dict[str, object]]:
-    with compose.hydra_scope(lambda: compose.register(stages.STAGES)):
+    with hydra_store.registered(stages.STAGES):
         yield {s.name: s for s in stages.STAGES}
-
-
-def test_what_a_hydra_scope_registers_is_gone_after_it() -> None:
-    from hydra.core.config_store import ConfigStore
-
-    repo = ConfigStore.instance().repo
-    before = dict(repo)
-    scoped = dataclasses.replace(stages.STAGES[1], name="scoped_only")
-    with compose.hydra_scope(lambda: compose.register([scoped])):
-        assert "scoped_only.yaml" in repo
-    assert "scoped_only.yaml" not in repo
-    assert dict(repo) == before
 
 
 def test_compose_resolves_config_and_group_choices(specs: dict[str, object]) -> None:

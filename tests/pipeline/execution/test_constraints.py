@@ -10,7 +10,7 @@ from pydantic import Field
 
 import stages
 from pipeline.core.errors import ConfigError
-from pipeline.execution import compose, constraints
+from pipeline.execution import compose, constraints, hydra_store
 from pipeline.spec import StageSpec
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ SPECS = {s.name: s for s in stages.STAGES}
 
 @pytest.fixture(scope="module", autouse=True)
 def _registered() -> Iterator[None]:
-    with compose.hydra_scope(lambda: compose.register(stages.STAGES)):
+    with hydra_store.registered(stages.STAGES):
         yield
 
 
