@@ -6,6 +6,7 @@ import sys
 
 from pipeline.core.errors import UsageError
 
+EXIT_OK = 0  # failures exit with their error class's code: 1 a stage, 2 bad input
 _WANDB_KEYS = ("project", "entity", "mode")
 
 
@@ -35,14 +36,17 @@ def stage_and_overrides(args: list[str]) -> tuple[str | None, list[str], dict[st
 
 
 def is_launcher(arg: str) -> bool:
+    """Whether ``arg`` chooses or sets Hydra's launcher (the one Hydra setting allowed)."""
     return arg.startswith(("hydra/launcher=", "hydra.launcher."))
 
 
 def gc_waiting() -> None:
+    """Say that this command waits for a `gc` of the workspace."""
     print("waiting for `gc` in this workspace to finish", file=sys.stderr, flush=True)
 
 
 def need_credentials(again: str) -> None:
+    """Refuse, naming the fix and the command to rerun, when no W&B key is configured."""
     from pipeline.execution.remote import credentials_configured
 
     if not credentials_configured():

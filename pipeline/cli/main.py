@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.cli import faults, run, show, team
+from pipeline.cli import arguments, faults, run, show, team
 from pipeline.core import paths
 from pipeline.core.errors import PipelineError, StageFailed, UsageError
 from pipeline.core.paths import LOCK_NAME
 from pipeline.state import memo
 
-EXIT_OK = 0  # failures exit with their error class's code: 1 a stage, 2 bad input
+EXIT_OK = arguments.EXIT_OK
 
 
 _ABOUT = """\

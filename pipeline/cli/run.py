@@ -13,10 +13,11 @@ from pipeline.cli import text as cli_text
 from pipeline.core.errors import UsageError, did_you_mean
 from pipeline.state import memo
 
-EXIT_OK = 0
+EXIT_OK = arguments.EXIT_OK
 
 
 def run(args: argparse.Namespace) -> int:
+    """`run`: plan, run what is stale, rewrite the lock, say what ran and where it is."""
     from pipeline.state.collect import in_use
 
     if not os.access(args.workspace, os.W_OK):  # checked first, so that nothing is half-done
@@ -136,6 +137,7 @@ def _parse_use(project: Any, text: str, in_scope: list[str]) -> tuple[str, str]:
 
 
 def status(args: argparse.Namespace) -> int:
+    """`status`: each stage fresh, stale or never run, with the reasons."""
     from pipeline.core import graph
     from pipeline.execution.project import open_project
 

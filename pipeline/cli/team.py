@@ -8,10 +8,11 @@ from pipeline.cli import arguments
 from pipeline.core import lockfile, paths
 from pipeline.core.errors import RemoteError, UsageError
 
-EXIT_OK = 0
+EXIT_OK = arguments.EXIT_OK
 
 
 def sync(args: argparse.Namespace) -> int:
+    """`sync`: upload the offline W&B runs, producers before consumers."""
     from pipeline.execution import remote, sync
     from pipeline.state.store import Store
 
@@ -48,6 +49,7 @@ def sync(args: argparse.Namespace) -> int:
 
 
 def pull(args: argparse.Namespace) -> int:
+    """`pull`: fetch from W&B the versions the lock pins, into the store as those versions."""
     from pipeline.core import graph
     from pipeline.core.sweep import stage_of
     from pipeline.execution import remote

@@ -45,6 +45,7 @@ def stage_run(config: DictConfig) -> StageRun:
 
 
 def outputs(config: DictConfig) -> dict[str, ArtifactRef]:
+    """The outputs a stand-alone run wrote: the folders under its output path."""
     spec = _spec(config)
     found = OmegaConf.to_container(config.hydra.runtime.choices)
     assert isinstance(found, dict)
