@@ -14,7 +14,7 @@ import networkx as nx
 
 from pipeline.cli.layering import layers, natural
 from pipeline.core.experiments import Row, from_index
-from pipeline.core.lock import user_config
+from pipeline.core.overrides import user_config
 
 # The page must open on an offline laptop and never phone home, whatever a value contains.
 CSP = (

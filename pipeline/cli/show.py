@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.core import lock, lockfile, paths
+from pipeline.core import lock, lockfile, overrides, paths
 from pipeline.core.errors import LockError, UsageError
 
 if TYPE_CHECKING:  # networkx costs 0.2 s to import: only commands that need it load it
@@ -161,7 +161,7 @@ def _walk(
         shown.add(nxt)
         lines.append(f"{indent}{_describe(graph, nxt)}")
         if graph.nodes[nxt]["kind"] == "run":
-            keys = lock.user_config(
+            keys = overrides.user_config(
                 graph.nodes[nxt]["config"], graph.nodes[nxt].get("overrides", ())
             )
             config = " ".join(f"{k}={v}" for k, v in sorted(keys.items()))

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.core.lock import Lock, StageLock, config_changes, user_config
+from pipeline.core.lock import Lock, StageLock
+from pipeline.core.overrides import config_changes, user_config
 
 _UNSET = object()
 

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pipeline.core.errors import UsageError, did_you_mean
-from pipeline.core.lock import Lock, user_config
-from pipeline.core.overrides import override_key
+from pipeline.core.lock import Lock
+from pipeline.core.overrides import override_key, user_config
 from pipeline.core.sweep import stage_of
 from pipeline.spec import row_text
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -113,62 +113,6 @@ class Lock:
     def without_stage(self, name: str) -> Lock:
         """A copy with one stage's block removed."""
         return replace(self, stages={k: v for k, v in self.stages.items() if k != name})
-
-
-def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config as dotted keys: ``{"model": {"width": 8}}`` -> ``{"model.width": 8}``."""
-    flat: dict[str, Any] = {}
-    for key, item in value.items():
-        path = f"{prefix}{key}"
-        if isinstance(item, Mapping) and item:
-            flat.update(flatten(item, path + "."))
-        else:
-            flat[path] = item
-    return flat
-
-
-_TARGET = "_target_"
-
-
-def user_config(config: Mapping[str, Any], overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """A config flattened into the keys a user types: ``model: cnn``, ``model.hidden: 128``.
-
-    Hydra's and hydra-zen's own keys (``_partial_``, ``_convert_``, ...) are left out; a
-    node's ``_target_`` becomes the node's own key, holding the group option chosen (an
-    override ``model=resnet18``) or else the name of what it builds (``cnn``). The task's
-    own ``_target_`` is left out: the stage names it.
-    """
-    chosen = {}
-    for override in overrides:
-        key, _, value = override.lstrip("+~").partition("=")
-        chosen[key] = value
-    shown: dict[str, Any] = {}
-    for key, value in flatten(config).items():
-        *parents, last = key.split(".")
-        if last == _TARGET and parents:
-            node = ".".join(parents)
-            shown[node] = chosen.get(node, str(value).rpartition(".")[2])
-        elif not (last.startswith("_") and last.endswith("_")):
-            shown[key] = value
-    return shown
-
-
-def config_changes(
-    old: Mapping[str, Any], new: Mapping[str, Any], missing: Any = None
-) -> list[tuple[str, Any, Any]]:
-    """(key, old, new) for each key of two :func:`user_config` results that differs.
-
-    Where a node's option changed (``model: cnn -> resnet18``), that one line says it: the
-    keys under it, which follow from the option, are not listed one by one.
-    """
-    changed = [
-        (k, old.get(k, missing), new.get(k, missing))
-        for k in sorted(set(old) | set(new))
-        if old.get(k, missing) != new.get(k, missing)
-    ]
-    nodes = {key.rpartition(".")[0] for key in (*old, *new) if "." in key}
-    switched = [key for key, _, _ in changed if key in nodes]
-    return [c for c in changed if not any(c[0].startswith(f"{node}.") for node in switched)]
 
 
 def to_dict(lock: Lock) -> dict[str, Any]:

@@ -16,9 +16,8 @@ from pipeline.core.lock import (
     Lock,
     OutputPin,
     StageLock,
-    config_changes,
-    user_config,
 )
+from pipeline.core.overrides import config_changes, user_config
 from pipeline.core.sweep import Member, expand
 
 Action = Literal["run", "reuse", "pin"]

@@ -110,31 +110,3 @@ def test_names_and_versions_that_could_leave_the_store_are_refused(field: str, v
     bad = text.replace(old, old.split(":")[0] + f": {value}", 1)
     with pytest.raises(LockError, match=rf":{line}`: `stages\.train\..*\.{field}` should be a"):
         lock.loads(bad)
-
-
-CNN = {"_target_": "stages.models.cnn", "_partial_": True, "channels": [32, 64], "dropout": 0.1}
-RESNET = {"_target_": "stages.models.torchvision_model", "_partial_": True, "name": "resnet18"}
-
-
-def test_a_config_is_shown_in_the_keys_a_user_types() -> None:
-    config = {"_target_": "stages.train.train", "_convert_": "all", "lr": 0.1, "model": CNN}
-    assert lock.user_config(config) == {
-        "lr": 0.1,
-        "model": "cnn",
-        "model.channels": [32, 64],
-        "model.dropout": 0.1,
-    }
-    # The group option chosen, where an override chose it; else the name of what it builds.
-    assert lock.user_config({"model": RESNET}, ["model=resnet18"])["model"] == "resnet18"
-    assert lock.user_config({"model": RESNET}, ["lr=1"])["model"] == "torchvision_model"
-
-
-def test_a_changed_option_is_one_change_and_its_keys_follow_from_it() -> None:
-    old = lock.user_config({"lr": 0.1, "model": CNN})
-    new = lock.user_config({"lr": 0.2, "model": RESNET}, ["model=resnet18"])
-    assert lock.config_changes(old, new, "(unset)") == [
-        ("lr", 0.1, 0.2),
-        ("model", "cnn", "resnet18"),
-    ]
-    wider = lock.user_config({"model": {**CNN, "dropout": 0.2}})
-    assert lock.config_changes(old, {**wider, "lr": 0.1}) == [("model.dropout", 0.1, 0.2)]
