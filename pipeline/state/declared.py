@@ -29,7 +29,7 @@ from typing import Any
 
 from pipeline.core import graph, outline
 from pipeline.core.digest import code_files, file_md5
-from pipeline.core.paths import STORE_DIR, declared_cache, tool_sources
+from pipeline.core.paths import STORE_DIR, TOOL, declared_cache, tool_sources
 from pipeline.spec import OUT_PARAM, Output
 from pipeline.state import memo
 
@@ -149,12 +149,11 @@ def _sources(
 
 def _context(imports: Iterable[str]) -> list[Any]:
     """What a declaration depends on besides the sources: Python, libraries, our own code."""
-    tool = tool_sources()
     return [
         _VERSION,
         sys.version,
         package(),
-        [[p.name, file_md5(p)] for p in tool],
+        [[p.relative_to(TOOL).as_posix(), file_md5(p)] for p in tool_sources()],
         memo.libraries([*_LIBRARIES, *imports]),
     ]
 

@@ -148,3 +148,17 @@ def test_values_that_json_would_change_are_not_kept(project: Path) -> None:
     found = declared.recall(project)
     assert found is not None
     assert set(found.configs) == {"ok", "nan"}
+
+
+def test_an_edit_to_the_tools_own_code_in_any_layer_answers_afresh(
+    project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tool = tmp_path / "tool"
+    (tool / "core").mkdir(parents=True)
+    _old(tool / "core" / "plan.py", "X = 1\n")
+    monkeypatch.setattr(declared, "TOOL", tool)
+    monkeypatch.setattr(declared, "tool_sources", lambda: sorted(tool.rglob("*.py")))
+    _remember(project)
+    assert declared.recall(project) is not None
+    _old(tool / "core" / "plan.py", "X = 2\n")
+    assert declared.recall(project) is None
