@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -25,11 +26,12 @@ def run(args: argparse.Namespace) -> int:
             f"workspace `{args.workspace}` is not writable; make it writable or run in "
             "another folder (`--workspace DIR`)"
         )
-    with in_use(args.workspace, arguments.gc_waiting):  # gc removes nothing this run plans with
-        return _run_held(args)
+    # gc removes nothing this run plans with; each project opened is closed at the end.
+    with in_use(args.workspace, arguments.gc_waiting), contextlib.ExitStack() as opened:
+        return _run_held(args, opened)
 
 
-def _run_held(args: argparse.Namespace) -> int:
+def _run_held(args: argparse.Namespace, opened: contextlib.ExitStack) -> int:
     stage, overrides_argv, tracking = arguments.stage_and_overrides(args.args)
     if args.frozen and (overrides_argv or args.reset or args.use or args.only or args.pull):
         raise UsageError(
@@ -40,11 +42,13 @@ def _run_held(args: argparse.Namespace) -> int:
         from pipeline.state.booking import adopt
 
         adopt(args.workspace)
-    project, steps, options = _planned(args, stage, overrides_argv, tracking, declarations=True)
+    project, steps, options = _planned(args, stage, overrides_argv, tracking, True, opened)
     if args.dry_run:
         if any(s.action == "run" for s in steps):  # checked as `run` checks: the full specs
             if project.declared_only:
-                project, steps, options = _planned(args, stage, overrides_argv, tracking, False)
+                project, steps, options = _planned(
+                    args, stage, overrides_argv, tracking, False, opened
+                )
             project.check(steps)
         _answer(args, project, steps, cli_text.steps(steps, args.json, planned=True))
         return EXIT_OK
@@ -52,7 +56,7 @@ def _run_held(args: argparse.Namespace) -> int:
         _answer(args, project, steps, cli_text.steps(steps, args.json, planned=False))
         return EXIT_OK
     if project.declared_only:  # something runs: that needs the stages themselves
-        project, steps, options = _planned(args, stage, overrides_argv, tracking, False)
+        project, steps, options = _planned(args, stage, overrides_argv, tracking, False, opened)
     from pipeline.execution.runner import execute  # Hydra and the W&B callback: only to run stages
 
     team = _team_cache(project) if args.pull else None
@@ -78,8 +82,10 @@ def _planned(
     overrides_argv: list[str],
     tracking: dict[str, str],
     declarations: bool,
+    opened: contextlib.ExitStack,
 ) -> tuple[Any, list[Any], Any]:
-    """Open the project and plan this `run`: the project, its steps and the options."""
+    """Open the project (closed with ``opened``) and plan this `run`: the project, its steps
+    and the options."""
     from pipeline.core import graph
     from pipeline.core.plan import Options
     from pipeline.execution.project import open_project
@@ -92,6 +98,7 @@ def _planned(
         since_ns=args.started_ns,
         declarations=declarations,
     )
+    opened.callback(project.close)
     project.wandb.update(tracking)
     project.launcher = [a for a in args.args if arguments.is_launcher(a)]
     targets = [graph.check_stage(project.graph, stage)] if stage else graph.sinks(project.graph)
@@ -145,11 +152,12 @@ def status(args: argparse.Namespace) -> int:
     project, _ = open_project(
         args.workspace, overrides, multirun=args.multirun, since_ns=args.started_ns
     )
-    targets = [graph.check_stage(project.graph, stage)] if stage else list(project.graph)
-    steps = project.plan(targets)
-    index = project.store.runs
-    runs = {s.stage: index.tracking(s.fingerprint) if s.fingerprint else None for s in steps}
-    _answer(args, project, steps, cli_text.status(steps, runs, args.json))
+    with contextlib.closing(project):
+        targets = [graph.check_stage(project.graph, stage)] if stage else list(project.graph)
+        steps = project.plan(targets)
+        index = project.store.runs
+        runs = {s.stage: index.tracking(s.fingerprint) if s.fingerprint else None for s in steps}
+        _answer(args, project, steps, cli_text.status(steps, runs, args.json))
     return EXIT_OK
 
 

@@ -66,6 +66,7 @@ def _dag(args: argparse.Namespace) -> int:
     from pipeline.execution.project import open_project
 
     project, _ = open_project(args.workspace, args.args, multirun=args.multirun)
+    project.close()  # its configs are composed: Hydra's store is not asked again
     steps = {s.stage: s for s in project.plan(order(project.graph))}
     notes = {}
     for stage, step in steps.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,6 +56,17 @@ class Project:
         self.pending.clear()
 
     launcher: list[str] = field(default_factory=list)  # Hydra overrides: hydra/launcher=...
+    # The stages' configs in Hydra's store, from opening to `close` (see `hydra_store`).
+    hydra: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
+
+    def close(self) -> None:
+        """Take the stages' configs and the callback out of Hydra's store again.
+
+        They are put there once, when the project is opened in full, and stay while its
+        waves launch: a config class registered again after a parallel launcher's worker
+        sent it back (cloudpickle resets a dynamic class's fields) would be refused.
+        """
+        self.hydra.close()
 
     @property
     def declared_only(self) -> bool:
@@ -68,12 +79,6 @@ class Project:
         if not isinstance(spec, StageSpec):
             raise RuntimeError(f"stage `{name}` is only declared; open the project in full")
         return spec
-
-    @contextlib.contextmanager
-    def registered(self) -> Iterator[None]:
-        """Hydra's config store holds the stages' configs and our callback in the block."""
-        with hydra_store.registered(self.spec(name) for name in self.specs):
-            yield
 
     def check(self, steps: Iterable[Step]) -> None:
         """Each stage's own check of its config (`StageSpec.check`), for every member to run.
@@ -167,14 +172,18 @@ def load(
             override_key(o) for o in new
         }
     states = {}
-    scope = contextlib.ExitStack()
+    hydra = contextlib.ExitStack()
     if len(full) == len(specs_by_name):  # else every config must come from the cache
-        scope.enter_context(hydra_store.registered(full))
-    with scope:
+        hydra.enter_context(hydra_store.registered(full))
+    try:
         for name, spec in specs_by_name.items():
             keys = [k for k, m in members.items() if m.stage == name]
             states.update(_states(spec, keys, merged, code[name], caches, from_lock))
-    project = Project(workspace, specs_by_name, dag, current, Store(workspace), states, members)
+    except BaseException:
+        hydra.close()
+        raise
+    store = Store(workspace)
+    project = Project(workspace, specs_by_name, dag, current, store, states, members, hydra=hydra)
     project.pending.append(keep_lock)
     return project
 

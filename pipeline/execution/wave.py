@@ -58,8 +58,8 @@ def run_wave(project: Project, wave: Sequence[Step], group: str, report: Report)
         task = WaveTask(project.workspace, stage, group, [m.job for m in members])
         launched: BaseException | None = None
         try:
-            with project.registered():
-                launch_wave(task, spec, project.workspace / "outputs" / stage / stamp, overrides)
+            # The project's configs are in Hydra's store from its opening (`Project.close`).
+            launch_wave(task, spec, project.workspace / "outputs" / stage / stamp, overrides)
         except (Exception, KeyboardInterrupt) as exc:
             launched = exc
         return _book(store, members, launched, report)
