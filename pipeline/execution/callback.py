@@ -86,18 +86,23 @@ class WandbCallback(Callback):
             LISTENERS.remove(self._history)
         if run is None or stage is None:
             return
-        if job_return.status != JobStatus.COMPLETED:
-            run.finish(exit_code=1)
-            return
         try:
-            result = job_return.return_value
-            if not isinstance(result, StageResult):  # a stand-alone app returns its metrics
-                result = StageResult(standalone.outputs(config), dict(result or {}))
-            for logical, ref in result.outputs.items():
-                self._log(run, stage, result, logical, ref)
-            run.summary.update(dict(result.metrics))
-        finally:
-            run.finish()
+            if job_return.status != JobStatus.COMPLETED:
+                run.finish(exit_code=1)
+                return
+            try:
+                result = job_return.return_value
+                if not isinstance(result, StageResult):  # a stand-alone app returns metrics
+                    result = StageResult(standalone.outputs(config), dict(result or {}))
+                for logical, ref in result.outputs.items():
+                    self._log(run, stage, result, logical, ref)
+                run.summary.update(dict(result.metrics))
+            finally:
+                run.finish()
+        except ConnectionError as exc:
+            # W&B's service process gone (a cancelled cluster job's, killed with it): the
+            # stage's outputs and record are in the store all the same.
+            log.warning("W&B lost the run of `%s`: %s", stage.stage, remote.short(exc))
 
     def _init(self, stage: StageRun, mode: str) -> Any:
         # The CLI prints what matters; wandb's own lines (one per artifact) would drown it.

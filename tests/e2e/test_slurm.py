@@ -30,8 +30,10 @@ SLURM = (
     # `hydra.launcher.max_num_timeout` times (Hydra's default: 0).
     "hydra.launcher.timeout_min=60",
 )
-#: Long enough to be interrupted (about 0.35 s an epoch on the test cluster).
-LONG = ("train.epochs=20",)
+#: Long enough to be interrupted after its first checkpoint, with seconds to spare past the
+#: cluster's KillWait (2 s): 0.04 to 0.35 s an epoch on the test clusters we have seen.
+EPOCHS = 100
+LONG = (f"train.epochs={EPOCHS}",)
 LRS = ("0.002", "0.004")
 
 pytestmark = pytest.mark.skipif(
@@ -182,7 +184,7 @@ def test_a_preempted_member_is_requeued_and_resumes_bit_for_bit(
     workspace = copy_workspace(ran_once, tmp_path)
     args = ("run", "train", "-m", f"train.lr={LRS[0]}", *LONG, *SLURM)
     with spawn_cli(workspace, *args, env={"SLURM_CONF": str(cluster.conf)}) as process:
-        job = _started(workspace, f"train[train.epochs=20,train.lr={LRS[0]}]")
+        job = _started(workspace, f"train[train.epochs={EPOCHS},train.lr={LRS[0]}]")
         # What SLURM sends before a preemption or the time limit; submitit checkpoints the
         # job and requeues it (`scontrol requeue`), and it runs again.
         _slurm(cluster, "scancel", "--signal=USR2", job)
@@ -195,7 +197,7 @@ def test_a_preempted_member_is_requeued_and_resumes_bit_for_bit(
         _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr
     (line,) = [x for x in stderr.splitlines() if x.startswith("train: resumed from epoch ")]
-    assert 1 <= int(line.rsplit(" ", 1)[1]) < 20
+    assert 1 <= int(line.rsplit(" ", 1)[1]) < EPOCHS
     assert _models(workspace)[LRS[0]] == uninterrupted[LRS[0]]
     assert "Restarts=1" in _slurm(cluster, "scontrol", "show", "job", job)
 
@@ -223,5 +225,5 @@ def test_a_cancelled_member_is_reported_and_the_rerun_resumes_only_it(
         f"train[train.lr={LRS[1]}]": "run",
     }
     (resumed,) = [x for x in rerun.stderr.splitlines() if x.startswith("train: resumed from")]
-    assert 1 <= int(resumed.rsplit(" ", 1)[1]) < 20
+    assert 1 <= int(resumed.rsplit(" ", 1)[1]) < EPOCHS
     assert _models(workspace) == uninterrupted
