@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.cli import arguments, faults, run, show, team
+from pipeline.cli import arguments, show
 from pipeline.core import paths
 from pipeline.core.errors import PipelineError, StageFailed, UsageError
 from pipeline.core.paths import LOCK_NAME
@@ -217,9 +217,14 @@ def _main(argv: Sequence[str] | None) -> int:
             if known is not None:
                 print(known, end="")
                 return EXIT_OK
+        # Imported only now: a repeated no-op answered above needs neither.
+        from pipeline.cli import run, team
+
         commands = {**run.COMMANDS, **team.COMMANDS, **show.COMMANDS}
         return commands[args.command](args)
     except StageFailed as exc:
+        from pipeline.cli import faults  # what a fault is, worded: only when there is one
+
         if (problem := faults.cannot_write(exc)) is not None:
             print(f"error: {problem}", file=sys.stderr)
             return UsageError.exit_code
@@ -235,6 +240,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except BrokenPipeError:
         raise  # `main` answers it
     except (OSError, sqlite3.Error) as exc:
+        from pipeline.cli import faults
+
         if (problem := faults.cannot_write(exc) or faults.damaged_index(exc)) is None:
             raise
         print(f"error: {problem}", file=sys.stderr)
