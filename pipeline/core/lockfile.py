@@ -277,7 +277,10 @@ def _save(cache: Path, text: str, found: Lock) -> None:
     blocks = {}
     for name, block in lock.to_dict(found)["stages"].items():
         raw = json.dumps(block, sort_keys=True)
-        if lock.block(json.loads(raw), name) != found.stages[name]:
+        try:
+            if lock.block(json.loads(raw), name) != found.stages[name]:
+                return
+        except ValueError:  # a block JSON cannot give back as it is: keep no cache
             return
         blocks[name] = raw
     data = json.dumps({"md5": _md5(text), "schema": lock.SCHEMA, "blocks": blocks}, sort_keys=True)

@@ -74,16 +74,9 @@ class Step:
     outputs: Mapping[str, OutputPin] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
     environment: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def decided_later(self) -> bool:
-        """A run decided again once its inputs exist: an input rebuilt unchanged (or a run
-        of the same fingerprint already cached) makes it fresh then."""
-        return (
-            self.action == "run"
-            and self.fingerprint is None
-            and not {"never ran", "forced"} & set(self.reasons)
-        )
+    #: A run whose only reason is an input rebuilt first: decided again once that input
+    #: exists, when an input rebuilt unchanged makes it fresh.
+    decided_later: bool = False
 
     @property
     def state(self) -> str:
@@ -124,7 +117,7 @@ def plan(
                 if known.get((made_by, artifact)) is None
             ]
             extra = [f"input {slot} is rebuilt by `{made_by}` first" for slot, made_by in rebuilt]
-            step = replace(step, reasons=(*extra, *step.reasons))
+            step = replace(step, reasons=(*extra, *step.reasons), decided_later=not step.reasons)
         steps.append(step)
         for artifact in member.logs:
             pin = step.outputs.get(artifact)
@@ -205,7 +198,7 @@ def decide(
     }
     reasons = staleness(member.stage, state, entry, pins)
     if len(pins) < len(member.inputs):
-        return Step(name, "run", reasons)
+        return Step(name, "run", ("forced", *reasons) if member.stage in options.force else reasons)
     fp = digest.fingerprint(
         member.stage, state.code_digest, state.config, {a: p.digest for a, p in pins.items()}
     )

@@ -47,10 +47,13 @@ def scope(*puts: Callable[[], None]) -> Iterator[None]:
     repo = ConfigStore.instance().repo
     before = _leaves(repo)
     folders = set(_folders(repo))
-    for put in puts:
-        put()
-    ours = {k: before.get(k) for k, node in _leaves(repo).items() if before.get(k) is not node}
+    ours: dict[_Key, Any] = {}
     try:
+        try:
+            for put in puts:
+                put()
+        finally:  # what the puts added or replaced, even if one of them failed half-way
+            ours = {k: before.get(k) for k, n in _leaves(repo).items() if before.get(k) is not n}
         yield
     finally:
         for path, old in ours.items():

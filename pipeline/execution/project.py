@@ -179,10 +179,10 @@ def load(
         for name, spec in specs_by_name.items():
             keys = [k for k, m in members.items() if m.stage == name]
             states.update(_states(spec, keys, merged, code[name], caches, from_lock))
+        store = Store(workspace)
     except BaseException:
         hydra.close()
         raise
-    store = Store(workspace)
     project = Project(workspace, specs_by_name, dag, current, store, states, members, hydra=hydra)
     project.pending.append(keep_lock)
     return project

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -182,3 +183,13 @@ def test_the_new_text_is_synced_under_another_name_then_renamed_over_the_lock(
     assert temporary != path.name and synced_text == new and lock_then == old
     assert renamed == ("replace", temporary, path.name)
     assert path.read_text() == new
+
+
+def test_a_block_its_cache_cannot_give_back_leaves_the_lock_written_and_no_cache(
+    tmp_path: Path,
+) -> None:
+    path, cache = tmp_path / paths.LOCK_NAME, tmp_path / "lock.json"
+    entry = sample().stages["train"]
+    odd = lock.Lock({"train": dataclasses.replace(entry, environment={"cuda": 12})})  # type: ignore[dict-item]
+    assert lockfile.write(path, odd, cache) is True
+    assert path.is_file() and not cache.exists()

@@ -134,6 +134,18 @@ def test_force_reruns_a_fresh_stage() -> None:
     assert steps[1].reasons == ("forced",)
 
 
+def test_a_forced_or_changed_stage_downstream_of_a_rerun_runs_for_sure() -> None:
+    states = {**STATES, "train": state("train", lr=0.01)}
+    old = {**STATES, "train": state("train", lr=0.001)}
+    forced = plan(G, ["evaluate"], states, ran(old), FakeIndex(), Options(force={"evaluate"}))
+    assert forced[2].reasons == ("input model is rebuilt by `train` first", "forced")
+    assert not forced[2].decided_later
+    edited = {**states, "evaluate": state("evaluate", batch_size=64)}
+    changed = plan(G, ["evaluate"], edited, ran(old), FakeIndex())
+    assert "config changed: evaluate.batch_size (unset) -> 64" in changed[2].reasons
+    assert not changed[2].decided_later
+
+
 def test_a_config_that_ran_before_is_restored_from_the_run_cache() -> None:
     old = {**STATES, "train": state("train", lr=0.001)}
     now = {**STATES, "train": state("train", lr=0.01)}
