@@ -1,4 +1,4 @@
-"""The store's commands: dag, lineage, lock diff, lock verify and gc (they print, like cli)."""
+"""The commands that show: dag, lineage, lock diff and verify, runs, and gc."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.cli import arguments
 from pipeline.core import lock, lockfile, overrides, paths
 from pipeline.core.errors import LockError, UsageError
 
 if TYPE_CHECKING:  # networkx costs 0.2 s to import: only commands that need it load it
     import networkx as nx
 
-EXIT_OK, EXIT_PROBLEMS = 0, 1
+EXIT_OK, EXIT_PROBLEMS = arguments.EXIT_OK, 1
 
 
 def add_parsers(sub: Any) -> None:
@@ -270,12 +271,11 @@ def _gc(args: argparse.Namespace) -> int:
 
 def _runs(args: argparse.Namespace) -> int:
     from pipeline.core import experiments
-    from pipeline.core.paths import STORE_DIR
     from pipeline.state.store import open_existing
 
     path = args.workspace / paths.LOCK_NAME
     records: list[dict[str, Any]] = []
-    if not path.is_file() or (args.workspace / STORE_DIR).is_dir():  # else a fresh clone
+    if not path.is_file() or (args.workspace / paths.STORE_DIR).is_dir():  # else a fresh clone
         store = open_existing(args.workspace)
         try:
             records = store.runs.all()

@@ -9,6 +9,7 @@ for a constant.
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -17,6 +18,8 @@ STORE_DIR = ".pipeline"
 INDEX_NAME = "index.sqlite"
 # This machine's name in temporary and hand-back file names (`HOST-PID-XXXX`).
 HOST = socket.gethostname().replace("-", "_") or "host"
+#: The environment variable naming the stages' package (default `stages`).
+STAGES_ENV = "PIPELINE_STAGES"
 # The tool's own package: its code is part of what every cache depends on.
 TOOL = Path(__file__).resolve().parent.parent
 
@@ -54,6 +57,11 @@ def lock_cache(workspace: Path) -> Path:
 def declared_cache(workspace: Path) -> Path:
     """Each stage's declared config, kept under what it depends on."""
     return store_dir(workspace) / "declared.json"
+
+
+def stages_package() -> str:
+    """The importable package whose `STAGES` lists the project's stages."""
+    return os.environ.get(STAGES_ENV) or "stages"
 
 
 def tool_sources() -> list[Path]:

@@ -7,17 +7,15 @@ stages is read and checked in one place.
 from __future__ import annotations
 
 import importlib
-import os
 
 from pipeline.core.errors import UsageError
+from pipeline.core.paths import STAGES_ENV, stages_package
 from pipeline.spec import StageSpec
-
-STAGES_ENV = "PIPELINE_STAGES"
 
 
 def stage_specs() -> tuple[StageSpec, ...]:
     """The project's stages: ``STAGES`` of the package `$PIPELINE_STAGES` names (`stages`)."""
-    package = os.environ.get(STAGES_ENV) or "stages"
+    package = stages_package()
     try:
         module = importlib.import_module(package)
         specs: tuple[StageSpec, ...] = tuple(getattr(module, "STAGES", ()))

@@ -29,7 +29,7 @@ from typing import Any
 
 from pipeline.core import graph, outline
 from pipeline.core.digest import code_files, file_md5
-from pipeline.core.paths import STORE_DIR, TOOL, declared_cache, tool_sources
+from pipeline.core.paths import STORE_DIR, TOOL, declared_cache, stages_package, tool_sources
 from pipeline.spec import OUT_PARAM, Output
 from pipeline.state import memo
 
@@ -111,7 +111,7 @@ class Declarations:
 
 def package() -> str:
     """The stages' package, as `discover.stage_specs` finds it."""
-    return os.environ.get("PIPELINE_STAGES") or "stages"
+    return stages_package()
 
 
 def source_root(module: str) -> Path | None:

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.paths import index_file, memo_dir, tool_sources
+from pipeline.core.paths import index_file, memo_dir, stages_package, tool_sources
 
 # Libraries whose version could change a composed config, and so a plan (import names).
 _LIBRARIES = ("hydra", "hydra_zen", "omegaconf", "networkx", "yaml")
@@ -50,7 +50,7 @@ def _path(store: Path, command: Sequence[str]) -> Path:
     context = [
         list(command),
         sys.version,
-        os.environ.get("PIPELINE_STAGES") or "stages",
+        stages_package(),
         libraries(_LIBRARIES),
     ]
     name = hashlib.sha256(json.dumps(context).encode()).hexdigest()[:32]

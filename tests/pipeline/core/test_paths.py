@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pipeline.core import paths
 
 
@@ -27,3 +29,12 @@ def test_the_tools_sources_are_the_modules_of_every_layer() -> None:
     layers = {"core/plan.py", "state/memo.py", "execution/runner.py", "cli/main.py", "spec.py"}
     assert layers <= found
     assert all(name.endswith(".py") for name in found)
+
+
+def test_the_stages_package_comes_from_one_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.state import declared
+
+    monkeypatch.delenv(paths.STAGES_ENV, raising=False)
+    assert paths.stages_package() == declared.package() == "stages"
+    monkeypatch.setenv(paths.STAGES_ENV, "lab_stages")
+    assert paths.stages_package() == declared.package() == "lab_stages"
