@@ -82,11 +82,16 @@ def row_text(row: Mapping[str, Any]) -> str:
     return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
 
 
-# On x86-64, torch picks its CPU code paths by the instruction sets the CPU has (AVX2 or
-# AVX-512), in three places, and each path rounds differently: the same stage on two
-# machines gave two model digests.  Pinned to AVX2 (which x86-64 CPUs of the last decade
-# have), the bits are the same on any of them.  A value the user set is kept (and recorded).
-CPU_PATHS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+# On x86-64, torch picks its CPU code paths by the CPU it finds, and each path rounds
+# differently: the same stage on two machines gave two model digests.  ATen's own kernels
+# are pinned to AVX2 (which x86-64 CPUs of the last decade have; AVX-512 ones take it too).
+# MKL is pinned to its COMPATIBLE branch, the one Intel documents for Intel and other
+# CPUs alike (it leaves out rcpps/rsqrtps, whose results differ between vendors); its
+# other branches, AVX2 included, are Intel-only and fall back to dispatching by the CPU
+# elsewhere.  oneDNN is capped at AVX2 for stages of your own; ours switch oneDNN and
+# NNPACK off (`stages.models.portable_kernels`), as they also choose kernels by the CPU.
+# A value the user set is kept (and recorded).
+CPU_PATHS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE"}
 
 
 def pin_cpu_numerics() -> str:

@@ -31,7 +31,8 @@ def evaluate(
     _check_fits(Path(model), meta)
     x, y = data.read_split(dataset, "test")
     classes = meta["classes"]
-    loss, predicted = _predict(models.load(Path(model), dev), x, y, batch_size, dev)
+    with models.portable_kernels():
+        loss, predicted = _predict(models.load(Path(model), dev), x, y, batch_size, dev)
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
     np.add.at(confusion, (y, predicted), 1)
     support = confusion.sum(1)

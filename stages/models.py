@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -134,6 +135,26 @@ def resolve_device(name: str) -> str:
     if name not in ("cpu", "cuda"):
         raise ValueError(f"`device` must be `auto`, `cpu` or `cuda`; got `{name}`")
     return name
+
+
+@contextmanager
+def portable_kernels() -> Iterator[None]:
+    """Torch's CPU math without oneDNN and NNPACK, for the block; their flags come back after.
+
+    Both choose their convolution kernels by the CPU they find at run time, and
+    ``ONEDNN_MAX_CPU_ISA`` caps only oneDNN's instruction set, not the rest of that choice:
+    with them, an AMD EPYC and an Intel Xeon trained two models under the same pins, and
+    no setting of the pins on the Xeon gave the EPYC's.  Without them, convolutions are
+    ATen's own (im2col, then MKL's matrix product on its vendor-neutral branch).
+    """
+    import torch
+
+    # Only `enabled`: its other flags (TF32 on oneDNN) are left alone, not set to defaults.
+    mkldnn = torch.backends.mkldnn.flags(
+        False, deterministic=None, allow_tf32=None, fp32_precision=None
+    )
+    with mkldnn, torch.backends.nnpack.flags(enabled=False):
+        yield
 
 
 def describe(factory: Callable[..., Any], in_shape: Sequence[int], num_classes: int) -> dict:

@@ -185,7 +185,8 @@ def _deterministic(seed: int, threads: int, device: str) -> Iterator[torch.devic
     # there we settle for a warning; bit-identical results are promised on CPU only.
     _deterministic_algorithms(True, warn_only=device == "cuda")
     try:
-        yield torch.device(device)
+        with models.portable_kernels():
+            yield torch.device(device)
     finally:
         torch.set_num_threads(saved[0])
         _deterministic_algorithms(saved[1], warn_only=saved[2])

@@ -60,3 +60,17 @@ def test_smoke_run_of_the_pull_benchmark(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "pull of a 1 MiB artifact: ours" in done.stdout
     assert "`pipeline pull` of the default lock" in done.stdout
+
+
+def test_smoke_run_of_the_cpu_kernels_benchmark() -> None:
+    # One round of one epoch each way: it runs both ways, timing nothing.
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cpu_kernels", "1", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "train, median of 1: old paths " in done.stdout
