@@ -19,9 +19,17 @@ if TYPE_CHECKING:
 
 
 def evaluate(
-    model: Path, dataset: Path, out: Path, batch_size: Count = 256, device: Device = "auto"
+    model: Path,
+    dataset: Path,
+    out: Path,
+    batch_size: Count = 256,
+    threads: Count = 1,
+    device: Device = "auto",
 ) -> dict[str, float]:
-    """Write test accuracy, loss, per-class accuracy, confusion matrix and predictions."""
+    """Write test accuracy, loss, per-class accuracy, confusion matrix and predictions.
+
+    On CPU the same arguments give the same bits; the thread count is one of them.
+    """
     import numpy as np
     import torch
 
@@ -31,7 +39,7 @@ def evaluate(
     _check_fits(Path(model), meta)
     x, y = data.read_split(dataset, "test")
     classes = meta["classes"]
-    with models.portable_kernels():
+    with models.portable_kernels(threads):
         loss, predicted = _predict(models.load(Path(model), dev), x, y, batch_size, dev)
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
     np.add.at(confusion, (y, predicted), 1)

@@ -138,23 +138,30 @@ def resolve_device(name: str) -> str:
 
 
 @contextmanager
-def portable_kernels() -> Iterator[None]:
-    """Torch's CPU math without oneDNN and NNPACK, for the block; their flags come back after.
+def portable_kernels(threads: int) -> Iterator[None]:
+    """Torch's CPU math on ``threads`` threads, without oneDNN and NNPACK, for the block.
 
     Both choose their convolution kernels by the CPU they find at run time, and
     ``ONEDNN_MAX_CPU_ISA`` caps only oneDNN's instruction set, not the rest of that choice:
     with them, an AMD EPYC and an Intel Xeon trained two models under the same pins, and
     no setting of the pins on the Xeon gave the EPYC's.  Without them, convolutions are
-    ATen's own (im2col, then MKL's matrix product on its vendor-neutral branch).
+    ATen's own (im2col, then MKL's matrix product on its vendor-neutral branch), whose
+    sums depend on the thread count: so the count is the stage's config, never the
+    machine's core count.  The thread count and the flags come back after the block.
     """
     import torch
 
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
     # Only `enabled`: its other flags (TF32 on oneDNN) are left alone, not set to defaults.
     mkldnn = torch.backends.mkldnn.flags(
         False, deterministic=None, allow_tf32=None, fp32_precision=None
     )
-    with mkldnn, torch.backends.nnpack.flags(enabled=False):
-        yield
+    try:
+        with mkldnn, torch.backends.nnpack.flags(enabled=False):
+            yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def describe(factory: Callable[..., Any], in_shape: Sequence[int], num_classes: int) -> dict:

@@ -172,7 +172,6 @@ def _deterministic(seed: int, threads: int, device: str) -> Iterator[torch.devic
     import torch
 
     saved = (
-        torch.get_num_threads(),
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
     )
@@ -180,16 +179,14 @@ def _deterministic(seed: int, threads: int, device: str) -> Iterator[torch.devic
         # cuBLAS is only deterministic with a fixed workspace; must precede CUDA init.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(seed)
-    torch.set_num_threads(threads)
     # Some CUDA kernels (adaptive pooling backward) have no deterministic version:
     # there we settle for a warning; bit-identical results are promised on CPU only.
     _deterministic_algorithms(True, warn_only=device == "cuda")
     try:
-        with models.portable_kernels():
+        with models.portable_kernels(threads):
             yield torch.device(device)
     finally:
-        torch.set_num_threads(saved[0])
-        _deterministic_algorithms(saved[1], warn_only=saved[2])
+        _deterministic_algorithms(*saved)
 
 
 def _deterministic_algorithms(mode: bool, warn_only: bool) -> None:

@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 from stages import data
+from stages import evaluate as evaluate_module
 from stages.evaluate import evaluate
 
 
@@ -35,6 +38,34 @@ def test_evaluate_returns_summary_and_is_reproducible(
     assert abs(summary["loss"] - metrics["loss"]) < 1e-5  # batch size only reorders sums
     again = np.load(tmp_path / "evaluation" / "predictions.npy")
     np.testing.assert_array_equal(again, np.load(evaluation_dir / "predictions.npy"))
+
+
+@pytest.mark.parametrize(("outside", "threads"), [(2, 1), (1, 2)])
+def test_the_math_runs_on_the_configured_threads_not_the_processs(
+    model_dir: Path,
+    dataset_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    outside: int,
+    threads: int,
+) -> None:
+    # A parallel launcher's worker runs on 1 thread, a plain process on every core, and
+    # MKL's matrix product rounds by the count (a 103-row batch did): so it is config.
+    seen = []
+
+    def predict(*args: object) -> tuple[float, np.ndarray]:
+        seen.append(torch.get_num_threads())
+        return real(*args)
+
+    real = evaluate_module._predict
+    monkeypatch.setattr(evaluate_module, "_predict", predict)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(outside)
+    try:
+        evaluate(model_dir, dataset_dir, tmp_path, threads=threads, device="cpu")
+        assert seen == [threads] and torch.get_num_threads() == outside
+    finally:
+        torch.set_num_threads(saved)
 
 
 def test_a_model_refuses_a_dataset_of_another_shape(model_dir: Path, tmp_path: Path) -> None:
