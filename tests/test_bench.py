@@ -46,31 +46,30 @@ def test_smoke_run_of_every_benchmark(tmp_path: Path) -> None:
     assert not list((tmp_path / "scratch" / "runs").iterdir())  # every workspace removed
 
 
-def test_smoke_run_of_the_pull_benchmark(tmp_path: Path) -> None:
-    # 1 MiB, one round, two epochs: it runs against the test server, timing nothing.
+def _bench(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run ``python -m ARGS`` in the repository; its output, once it exited 0."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench.pull", "1", "1", "train.epochs=2"],
+        [sys.executable, "-m", *args],
         cwd=REPO,
-        env={**os.environ, "TMPDIR": str(tmp_path)},
+        env=env,
         capture_output=True,
         text=True,
         check=False,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "pull of a 1 MiB artifact: ours" in done.stdout
-    assert "`pipeline pull` of the default lock" in done.stdout
+    return done.stdout
+
+
+def test_smoke_run_of_the_pull_benchmark(tmp_path: Path) -> None:
+    # 1 MiB, one round, two epochs: it runs against the test server, timing nothing.
+    shown = _bench(
+        "bench.pull", "1", "1", "train.epochs=2", env={**os.environ, "TMPDIR": str(tmp_path)}
+    )
+    assert "pull of a 1 MiB artifact: ours" in shown
+    assert "`pipeline pull` of the default lock" in shown
 
 
 def test_smoke_run_of_the_cpu_kernels_benchmark() -> None:
     # One round of one epoch each way: it runs both ways, timing nothing.
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.cpu_kernels", "1", "1"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "train, median of 1: old paths " in done.stdout
+    assert "train, median of 1: old paths " in _bench("bench.cpu_kernels", "1", "1")
