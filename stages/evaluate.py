@@ -26,10 +26,7 @@ def evaluate(
     threads: Count = 1,
     device: Device = "auto",
 ) -> dict[str, float]:
-    """Write test accuracy, loss, per-class accuracy, confusion matrix and predictions.
-
-    On CPU the same arguments give the same bits; the thread count is one of them.
-    """
+    """Write test accuracy, loss, per-class accuracy, confusion matrix and predictions."""
     import numpy as np
     import torch
 
@@ -39,6 +36,7 @@ def evaluate(
     _check_fits(Path(model), meta)
     x, y = data.read_split(dataset, "test")
     classes = meta["classes"]
+    # On CPU the same arguments give the same bits, and the thread count is one of them.
     with models.portable_kernels(threads):
         loss, predicted = _predict(models.load(Path(model), dev), x, y, batch_size, dev)
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
