@@ -361,3 +361,13 @@ def test_help_says_what_the_tool_does_and_run_help_lists_the_stages(cli: Cli) ->
         "  evaluate      uses model, dataset; logs evaluation\n"
         "  plot          uses evaluation, model; logs plots\n"
     )
+
+
+def test_a_blank_wandb_mode_is_no_choice_and_the_run_is_tracked(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    cli = make_cli(workspace)
+    result = cli("run", "prepare_data", env={"WANDB_MODE": ""})
+    assert "Callback" not in result.stderr and "ValidationError" not in result.stderr
+    run = json.loads(cli("status", "--json").stdout)["stages"]["prepare_data"]["wandb"]
+    assert run["mode"] == "offline" and run["id"]
