@@ -39,11 +39,12 @@ if sys.argv[1] == "old":  # the thread count pinned as before, oneDNN and NNPACK
             torch.set_num_threads(saved)
 
     models.portable_kernels = threads_only
-root = Path(tempfile.mkdtemp())
-prepare_data(data.digits, root / "p")
-start = time.perf_counter()
-train(root / "p" / "dataset", root / "t", models.cnn, epochs=int(sys.argv[2]), device="cpu")
-print(time.perf_counter() - start)
+with tempfile.TemporaryDirectory() as folder:
+    root = Path(folder)
+    prepare_data(data.digits, root / "p")
+    start = time.perf_counter()
+    train(root / "p" / "dataset", root / "t", models.cnn, epochs=int(sys.argv[2]), device="cpu")
+    print(time.perf_counter() - start)
 """
 #: The pins before: MKL's AVX2 branch (Intel-only).
 OLD = {**spec.CPU_PATHS, "MKL_CBWR": "AVX2"}

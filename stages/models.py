@@ -145,23 +145,23 @@ def portable_kernels(threads: int) -> Iterator[None]:
     ``ONEDNN_MAX_CPU_ISA`` caps only oneDNN's instruction set, not the rest of that choice:
     with them, an AMD EPYC and an Intel Xeon trained two models under the same pins, and
     no setting of the pins on the Xeon gave the EPYC's.  Without them, convolutions are
-    ATen's own (im2col, then MKL's matrix product on its vendor-neutral branch), whose
+    ATen's own (im2col, then MKL's matrix product: its vendor-neutral branch under
+    :func:`pipeline.spec.pin_cpu_numerics`, which every stage run starts with), whose
     sums depend on the thread count: so the count is the stage's config, never the
     machine's core count.  The thread count and the flags come back after the block.
     """
     import torch
 
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    # Only `enabled`: its other flags (TF32 on oneDNN) are left alone, not set to defaults.
-    mkldnn = torch.backends.mkldnn.flags(
-        False, deterministic=None, allow_tf32=None, fp32_precision=None
-    )
+    mkldnn = torch.backends.mkldnn
+    saved = torch.get_num_threads(), mkldnn.enabled
     try:
-        with mkldnn, torch.backends.nnpack.flags(enabled=False):
+        torch.set_num_threads(threads)
+        mkldnn.enabled = False  # only this flag: oneDNN's TF32 and precision settings stay
+        with torch.backends.nnpack.flags(enabled=False):
             yield
     finally:
-        torch.set_num_threads(saved)
+        torch.set_num_threads(saved[0])
+        mkldnn.enabled = saved[1]
 
 
 def describe(factory: Callable[..., Any], in_shape: Sequence[int], num_classes: int) -> dict:

@@ -70,6 +70,9 @@ def test_smoke_run_of_the_pull_benchmark(tmp_path: Path) -> None:
     assert "`pipeline pull` of the default lock" in shown
 
 
-def test_smoke_run_of_the_cpu_kernels_benchmark() -> None:
+def test_smoke_run_of_the_cpu_kernels_benchmark(tmp_path: Path) -> None:
     # One round of one epoch each way: it runs both ways, timing nothing.
-    assert "train, median of 1: old paths " in _bench("bench.cpu_kernels", "1", "1")
+    shown = _bench("bench.cpu_kernels", "1", "1", env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert "train, median of 1: old paths " in shown
+    # Its data and models removed (torch makes its own compiler cache folder there).
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("torchinductor")] == []

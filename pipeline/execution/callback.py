@@ -107,10 +107,7 @@ class WandbCallback(Callback):
     def _init(self, stage: StageRun, mode: str) -> Any:
         # The CLI prints what matters; wandb's own lines (one per artifact) would drown it.
         os.environ.setdefault("WANDB_SILENT", "true")
-        # A blank WANDB_MODE (`export WANDB_MODE=`) is no choice (`remote.resolve_mode`
-        # reads it so), but wandb's settings refuse it, and the run would go untracked.
-        if os.environ.get("WANDB_MODE") == "":
-            del os.environ["WANDB_MODE"]
+        remote.forget_blank_mode()  # else wandb refuses it, and the run goes untracked
         import wandb
 
         entity = self.entity or os.environ.get("WANDB_ENTITY") or None

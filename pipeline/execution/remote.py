@@ -124,7 +124,15 @@ class Where:
         return f"{self.entity}/{self.project}/{name}:{ref}"
 
 
+def forget_blank_mode() -> None:
+    """Drop a blank WANDB_MODE (``export WANDB_MODE=``): no choice, as :func:`resolve_mode`
+    reads it, but wandb's settings refuse it, in ``wandb.init`` and ``wandb.Api`` alike."""
+    if os.environ.get("WANDB_MODE") == "":
+        del os.environ["WANDB_MODE"]
+
+
 def _api() -> Any:
+    forget_blank_mode()
     os.environ.update({k: v for k, v in client_env().items() if k not in os.environ})
     os.environ.setdefault("WANDB_SILENT", "true")  # our lines say what was pulled
     import wandb

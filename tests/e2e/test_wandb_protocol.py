@@ -297,6 +297,16 @@ def test_pull_names_a_version_the_server_lacks(
     assert "\n" not in line
 
 
+def test_a_blank_wandb_mode_is_no_choice_for_pull_either(
+    scenario: Path, tmp_path: Path, one_server: WandbServer
+) -> None:
+    clone = _fresh_clone(scenario, tmp_path, "clone")
+    cli = _online_cli(clone, one_server)
+    result = cli("pull", "prepare_data", check=False, env={"WANDB_MODE": ""})
+    assert result.returncode == 1  # the server lacks the version: its one line, as above
+    assert result.stderr.startswith("error: W&B has no `dataset-digits:v0` (digest ")
+
+
 def test_pull_refuses_files_that_do_not_hash_to_the_pinned_digest(
     workspace: Path, tmp_path: Path, one_server: WandbServer
 ) -> None:

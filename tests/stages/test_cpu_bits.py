@@ -100,8 +100,17 @@ def test_mkl_gives_the_same_bits_on_a_cpu_it_takes_for_another_vendors(
     bits: Callable[..., str], pinned: str, not_intel: str
 ) -> None:
     assert bits(LD_PRELOAD=not_intel) == pinned
-    # Control: the shim reaches MKL, whose AVX2 branch then falls back to its dispatch.
-    assert bits(MKL_CBWR="AVX2", LD_PRELOAD=not_intel) != bits(MKL_CBWR="AVX2")
+    if _intel():
+        # Control: the shim reaches MKL, whose AVX2 branch then falls back to its dispatch
+        # (on another vendor's CPU it falls back either way, so there is nothing to see).
+        assert bits(MKL_CBWR="AVX2", LD_PRELOAD=not_intel) != bits(MKL_CBWR="AVX2")
+
+
+def _intel() -> bool:
+    try:
+        return "GenuineIntel" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
 
 
 def test_onednn_is_out_of_the_stages_math(bits: Callable[..., str], pinned: str) -> None:

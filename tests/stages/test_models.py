@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import pickle
@@ -103,3 +104,28 @@ def test_unknown_torchvision_names_are_refused_with_a_suggestion() -> None:
     with pytest.raises(StageInputError, match=r"`resnet19` is not a torchvision classifier; did"):
         models.check_torchvision_name("resnet19")
     models.check_torchvision_name("resnet18")
+
+
+def test_portable_kernels_switch_off_onednn_and_nnpack_and_put_everything_back() -> None:
+    saved = torch.get_num_threads(), torch.backends.mkldnn.enabled, _nnpack()
+    precision = torch.backends.mkldnn.allow_tf32
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError, match="inside"):
+            _fail_inside(models.portable_kernels(1))
+        assert torch.get_num_threads() == 2
+        assert torch.backends.mkldnn.enabled == saved[1] and _nnpack() == saved[2]
+        assert torch.backends.mkldnn.allow_tf32 == precision
+    finally:
+        torch.set_num_threads(saved[0])
+
+
+def _fail_inside(block: contextlib.AbstractContextManager[None]) -> None:
+    with block:
+        assert torch.get_num_threads() == 1
+        assert not torch.backends.mkldnn.enabled and not _nnpack()
+        raise RuntimeError("inside")
+
+
+def _nnpack() -> bool:
+    return bool(torch._C._get_nnpack_enabled())
